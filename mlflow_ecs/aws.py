@@ -1,0 +1,146 @@
+"""One boto3 session, cached thread-safe clients, one retry policy.
+
+The endpoint comes from the environment the usual botocore way (``AWS_ENDPOINT_URL``,
+``AWS_ENDPOINT_URL_<SERVICE>``): that is how the tool is pointed at moto or LocalStack.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+from .errors import AwsError, UsageError, wrap_client_error
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_rds import RDSClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sts import STSClient
+
+# Standard retry mode: exponential backoff with jitter on throttling and transient errors, and
+# a client-side retry quota so a broken endpoint is not hammered. Eight attempts ride out the
+# bursts of throttling that ECS and ELBv2 give when many describes run in parallel.
+RETRY_CONFIG = BotoConfig(
+    retries={"mode": "standard", "max_attempts": 8},
+    connect_timeout=10,
+    read_timeout=60,
+    max_pool_connections=16,
+)
+
+Hook = Callable[..., Any]
+
+
+class AwsContext:
+    """What every step needs to talk to AWS: clients, region, account id."""
+
+    def __init__(
+        self,
+        region: str | None = None,
+        profile: str | None = None,
+        hooks: list[tuple[str, Hook]] | None = None,
+    ) -> None:
+        try:
+            self.session = boto3.Session(profile_name=profile, region_name=region or None)
+        except BotoCoreError as exc:  # e.g. ProfileNotFound
+            raise UsageError(str(exc), "Check --profile / AWS_PROFILE and ~/.aws/config.") from None
+        self.region = self.session.region_name or ""
+        if not self.region:
+            raise UsageError(
+                "No AWS region is set.",
+                "Set stack.region in the config, pass --region, or export AWS_REGION.",
+            )
+        self._hooks = hooks or []
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._account_id = ""
+
+    def client(self, service: str) -> Any:
+        with self._lock:  # sessions are not thread-safe; clients are
+            if service not in self._clients:
+                made = self.session.client(service, config=RETRY_CONFIG)  # type: ignore[call-overload]
+                for event, hook in self._hooks:
+                    made.meta.events.register(event, hook)
+                self._clients[service] = made
+            return self._clients[service]
+
+    @property
+    def ec2(self) -> EC2Client:
+        return self.client("ec2")  # type: ignore[no-any-return]
+
+    @property
+    def s3(self) -> S3Client:
+        return self.client("s3")  # type: ignore[no-any-return]
+
+    @property
+    def secrets(self) -> SecretsManagerClient:
+        return self.client("secretsmanager")  # type: ignore[no-any-return]
+
+    @property
+    def rds(self) -> RDSClient:
+        return self.client("rds")  # type: ignore[no-any-return]
+
+    @property
+    def iam(self) -> IAMClient:
+        return self.client("iam")  # type: ignore[no-any-return]
+
+    @property
+    def logs(self) -> CloudWatchLogsClient:
+        return self.client("logs")  # type: ignore[no-any-return]
+
+    @property
+    def ecs(self) -> ECSClient:
+        return self.client("ecs")  # type: ignore[no-any-return]
+
+    @property
+    def elbv2(self) -> ElasticLoadBalancingv2Client:
+        return self.client("elbv2")  # type: ignore[no-any-return]
+
+    @property
+    def sts(self) -> STSClient:
+        return self.client("sts")  # type: ignore[no-any-return]
+
+    @property
+    def account_id(self) -> str:
+        if not self._account_id:
+            self._account_id = caller_account(self)
+        return self._account_id
+
+
+def caller_account(ctx: AwsContext) -> str:
+    """The account id, or an error that says how to fix the credentials or endpoint."""
+    try:
+        return ctx.sts.get_caller_identity()["Account"]
+    except NoCredentialsError:
+        raise UsageError(
+            "No AWS credentials were found.",
+            "Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws sso login`.",
+        ) from None
+    except NoRegionError:
+        raise UsageError("No AWS region is set.", "Pass --region or export AWS_REGION.") from None
+    except ClientError as exc:
+        raise wrap_client_error("identify the AWS account (sts:GetCallerIdentity)", exc) from None
+    except BotoCoreError as exc:
+        raise AwsError(
+            f"Could not reach AWS: {exc}",
+            "Check your network and AWS_ENDPOINT_URL (if set), then run again.",
+        ) from None
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    """{'k': 'v'} -> [{'Key': 'k', 'Value': 'v'}] (the shape most AWS APIs use)."""
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def tag_dict(tags: list[dict[str, str]] | None, key: str = "Key", value: str = "Value") -> dict[str, str]:
+    """The inverse of tag_list; accepts ECS's lowercase key/value with key='key'."""
+    return {t[key]: t[value] for t in tags or []}

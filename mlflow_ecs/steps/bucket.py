@@ -1,0 +1,162 @@
+"""The artifact bucket: public access block, encryption, versioning, tags, TLS-only policy.
+
+Kept by `down` unless --delete-data; then every object version goes with it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .. import render
+from ..aws import tag_dict, tag_list
+from ..errors import NotOwnedError, error_code
+from .base import (
+    CREATING,
+    DELETED,
+    DELETING,
+    KEPT,
+    UNCHANGED,
+    UPDATING,
+    Resource,
+    StepContext,
+    aws_action,
+    missing_on,
+    require_owned,
+    tags_differ,
+)
+
+
+def _exists(sc: StepContext) -> bool:
+    name = sc.names.bucket
+    try:
+        sc.aws.s3.head_bucket(Bucket=name)
+        return True
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in {"404", "NoSuchBucket", "NotFound"}:
+            return False
+        if code in {"403", "AccessDenied"}:
+            raise NotOwnedError(
+                f"The bucket name {name!r} is taken by another AWS account (or you may not read it).",
+                "Set artifacts.bucket to another globally unique name.",
+            ) from None
+        raise
+
+
+def _tags(sc: StepContext) -> dict[str, str]:
+    got = missing_on({"NoSuchTagSet", "NoSuchTagSetError"}, lambda: sc.aws.s3.get_bucket_tagging(Bucket=sc.names.bucket))
+    return tag_dict(got["TagSet"] if got else [])  # type: ignore[arg-type]
+
+
+def find(sc: StepContext) -> dict[str, str] | None:
+    """The bucket's tags, or None when it does not exist. Raises when it is not ours."""
+    with aws_action(f"find the bucket {sc.names.bucket}"):
+        if not _exists(sc):
+            return None
+        tags = _tags(sc)
+    require_owned("bucket", sc.names.bucket, tags, sc.names.stack)
+    return tags
+
+
+def ensure(sc: StepContext) -> None:
+    name = sc.names.bucket
+    sc.out.bucket = name
+    tags = find(sc)
+    s3 = sc.aws.s3
+    if tags is None:
+        sc.report("bucket", CREATING, name)
+        with aws_action(f"create the bucket {name}"):
+            args: dict[str, Any] = {"Bucket": name}
+            if sc.aws.region != "us-east-1":  # us-east-1 rejects a LocationConstraint
+                args["CreateBucketConfiguration"] = {"LocationConstraint": sc.aws.region}
+            s3.create_bucket(**args)
+        tags = {}
+    changes = _settings_changes(sc, tags)
+    if not changes:
+        sc.report("bucket", UNCHANGED, name)
+        return
+    sc.report("bucket", UPDATING, f"{name}: {', '.join(changes)}")
+    with aws_action(f"configure the bucket {name}"):
+        for change in changes:  # the policy, when it changes, is the last of them
+            _APPLY[change](sc)
+
+
+def _settings_changes(sc: StepContext, tags: dict[str, str]) -> list[str]:
+    """Which settings differ from what they should be (policy last: see notes/moto.md)."""
+    s3, name = sc.aws.s3, sc.names.bucket
+    changes = []
+    with aws_action(f"read the settings of the bucket {name}"):
+        block = missing_on(
+            {"NoSuchPublicAccessBlockConfiguration"}, lambda: s3.get_public_access_block(Bucket=name)
+        )
+        if not block or block["PublicAccessBlockConfiguration"] != render.PUBLIC_ACCESS_BLOCK:
+            changes.append("public access block")
+        enc = missing_on(
+            {"ServerSideEncryptionConfigurationNotFoundError"},
+            lambda: s3.get_bucket_encryption(Bucket=name),
+        )
+        rules = enc["ServerSideEncryptionConfiguration"]["Rules"] if enc else []
+        if not rules or "ApplyServerSideEncryptionByDefault" not in rules[0]:
+            changes.append("encryption")
+        if s3.get_bucket_versioning(Bucket=name).get("Status") != "Enabled":
+            changes.append("versioning")
+        if any(tags_differ(sc.tags, tags)):
+            changes.append("tags")
+        policy = missing_on({"NoSuchBucketPolicy"}, lambda: s3.get_bucket_policy(Bucket=name))
+        if not policy or json.loads(policy["Policy"]) != render.bucket_policy(name):
+            changes.append("policy")
+    return changes
+
+
+_APPLY = {
+    "public access block": lambda sc: sc.aws.s3.put_public_access_block(
+        Bucket=sc.names.bucket, PublicAccessBlockConfiguration=render.PUBLIC_ACCESS_BLOCK
+    ),
+    "encryption": lambda sc: sc.aws.s3.put_bucket_encryption(
+        Bucket=sc.names.bucket, ServerSideEncryptionConfiguration=render.BUCKET_ENCRYPTION
+    ),
+    "versioning": lambda sc: sc.aws.s3.put_bucket_versioning(
+        Bucket=sc.names.bucket, VersioningConfiguration={"Status": "Enabled"}
+    ),
+    "tags": lambda sc: sc.aws.s3.put_bucket_tagging(
+        Bucket=sc.names.bucket, Tagging={"TagSet": tag_list(sc.tags)}
+    ),
+    "policy": lambda sc: sc.aws.s3.put_bucket_policy(
+        Bucket=sc.names.bucket, Policy=render.to_json(render.bucket_policy(sc.names.bucket))
+    ),
+}
+
+
+def describe(sc: StepContext) -> list[Resource]:
+    tags = find(sc)
+    if tags is None:
+        return [Resource("bucket", sc.names.bucket)]
+    sc.out.bucket = sc.names.bucket
+    return [Resource("bucket", sc.names.bucket, f"s3://{sc.names.bucket}", "present")]
+
+
+def delete(sc: StepContext) -> None:
+    name = sc.names.bucket
+    if find(sc) is None:
+        sc.report("bucket", DELETED, "already gone")
+        return
+    if not sc.delete_data:
+        sc.report("bucket", KEPT, f"s3://{name} and its objects (use --delete-data to remove)")
+        return
+    sc.report("bucket", DELETING, f"{name} with every object version")
+    s3 = sc.aws.s3
+    with aws_action(f"delete the bucket {name}"):
+        # The TLS-only policy goes first: moto evaluates its Deny on every object call.
+        s3.delete_bucket_policy(Bucket=name)
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+            keys = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            ]
+            if keys:
+                s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})  # type: ignore[typeddict-item]
+        s3.delete_bucket(Bucket=name)
+    sc.report("bucket", DELETED, name)

@@ -1,0 +1,81 @@
+"""The ECS cluster the service runs in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..aws import tag_dict
+from .base import (
+    CREATING,
+    DELETED,
+    DELETING,
+    UNCHANGED,
+    UPDATING,
+    Resource,
+    StepContext,
+    aws_action,
+    require_owned,
+    tags_differ,
+)
+
+
+def _ecs_tags(tags: dict[str, str]) -> list[Any]:
+    return [{"key": k, "value": v} for k, v in sorted(tags.items())]
+
+
+def find(sc: StepContext) -> dict[str, Any] | None:
+    name = sc.names.ecs_cluster
+    with aws_action(f"find the ECS cluster {name}"):
+        got = sc.aws.ecs.describe_clusters(clusters=[name], include=["TAGS"])
+    active = [c for c in got.get("clusters", []) if c.get("status") != "INACTIVE"]
+    if not active:
+        return None
+    cluster = dict(active[0])
+    require_owned("ECS cluster", name, tag_dict(cluster.get("tags"), "key", "value"), sc.names.stack)
+    return cluster
+
+
+def ensure(sc: StepContext) -> None:
+    name = sc.names.ecs_cluster
+    cluster = find(sc)
+    ecs = sc.aws.ecs
+    if cluster is None:
+        # Only when missing: a second create_cluster may reset an existing one.
+        sc.report("ecs cluster", CREATING, name)
+        with aws_action(f"create the ECS cluster {name}"):
+            arn = ecs.create_cluster(clusterName=name, tags=_ecs_tags(sc.tags))["cluster"]["clusterArn"]
+        sc.out.cluster_arn = arn
+        return
+    sc.out.cluster_arn = cluster["clusterArn"]
+    to_set, to_remove = tags_differ(sc.tags, tag_dict(cluster.get("tags"), "key", "value"))
+    if not to_set and not to_remove:
+        sc.report("ecs cluster", UNCHANGED, name)
+        return
+    sc.report("ecs cluster", UPDATING, f"{name}: tags")
+    with aws_action(f"tag the ECS cluster {name}"):
+        if to_set:
+            ecs.tag_resource(resourceArn=sc.out.cluster_arn, tags=_ecs_tags(to_set))
+        if to_remove:
+            ecs.untag_resource(resourceArn=sc.out.cluster_arn, tagKeys=to_remove)
+
+
+def describe(sc: StepContext) -> list[Resource]:
+    cluster = find(sc)
+    if cluster is None:
+        return [Resource("ecs cluster", sc.names.ecs_cluster)]
+    sc.out.cluster_arn = cluster["clusterArn"]
+    return [Resource("ecs cluster", sc.names.ecs_cluster, cluster["clusterArn"], cluster["status"].lower())]
+
+
+def delete(sc: StepContext) -> None:
+    name = sc.names.ecs_cluster
+    if find(sc) is None:
+        sc.report("ecs cluster", DELETED, "already gone")
+        return
+    sc.report("ecs cluster", DELETING, name)
+    with aws_action(f"delete the ECS cluster {name}"):
+        try:
+            sc.aws.ecs.delete_cluster(cluster=name)
+        except sc.aws.ecs.exceptions.ClusterNotFoundException:
+            pass
+    sc.report("ecs cluster", DELETED, name)

@@ -1,0 +1,355 @@
+"""Aurora MySQL Serverless v2: subnet group, encrypted cluster, one db.serverless writer.
+
+`start` creates (or restores from the stack's latest final snapshot) and returns at once;
+`finish` waits for the cluster, creates the writer, waits for it. The engine runs `finish`
+in the background so the slow part overlaps the other steps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..aws import tag_dict, tag_list
+from ..config import DB_PORT
+from ..errors import UsageError
+from . import secrets
+from .base import (
+    CREATING,
+    DELETED,
+    DELETING,
+    KEPT,
+    READY,
+    UNCHANGED,
+    UPDATING,
+    Resource,
+    StepContext,
+    aws_action,
+    gone_ok,
+    missing_on,
+    require_owned,
+    retry_on,
+    tags_differ,
+    wait_until,
+)
+
+ENGINE = "aurora-mysql"
+INSTANCE_CLASS = "db.serverless"
+RESTORED_FROM_TAG = "mlflow-ecs:restored-from"
+CLUSTER_MISSING = {"DBClusterNotFoundFault"}
+INSTANCE_MISSING = {"DBInstanceNotFound", "DBInstanceNotFoundFault"}
+SUBNET_GROUP_MISSING = {"DBSubnetGroupNotFoundFault"}
+FAILED_STATES = {"failed", "inaccessible-encryption-credentials", "incompatible-parameters"}
+
+
+def find_cluster(sc: StepContext) -> dict[str, Any] | None:
+    with aws_action(f"find the database cluster {sc.names.db_cluster}"):
+        got = missing_on(
+            CLUSTER_MISSING,
+            lambda: sc.aws.rds.describe_db_clusters(DBClusterIdentifier=sc.names.db_cluster),
+        )
+    clusters = got["DBClusters"] if got else []
+    if not clusters:
+        return None
+    cluster = dict(clusters[0])
+    require_owned("database cluster", sc.names.db_cluster, tag_dict(cluster.get("TagList")), sc.names.stack)
+    return cluster
+
+
+def find_instance(sc: StepContext) -> dict[str, Any] | None:
+    with aws_action(f"find the database writer {sc.names.db_instance}"):
+        got = missing_on(
+            INSTANCE_MISSING,
+            lambda: sc.aws.rds.describe_db_instances(DBInstanceIdentifier=sc.names.db_instance),
+        )
+    instances = got["DBInstances"] if got else []
+    return dict(instances[0]) if instances else None
+
+
+def latest_final_snapshot(sc: StepContext) -> dict[str, Any] | None:
+    """The newest final snapshot `down` left for this stack (what `up` restores from)."""
+    with aws_action("look for the stack's final database snapshots"):
+        snaps = sc.aws.rds.describe_db_cluster_snapshots(
+            DBClusterIdentifier=sc.names.db_cluster, SnapshotType="manual"
+        )["DBClusterSnapshots"]
+    ours = [
+        s
+        for s in snaps
+        if s["DBClusterSnapshotIdentifier"].startswith(sc.names.snapshot_prefix)
+        and s.get("Status", "available") == "available"
+    ]
+    ours.sort(key=lambda s: (s.get("SnapshotCreateTime") or dt.datetime.min, s["DBClusterSnapshotIdentifier"]))
+    return dict(ours[-1]) if ours else None
+
+
+def _scaling(sc: StepContext) -> dict[str, float]:
+    d = sc.cfg.database
+    return {"MinCapacity": float(d.min_capacity), "MaxCapacity": float(d.max_capacity)}
+
+
+def start(sc: StepContext) -> None:
+    """Subnet group and cluster: create or update, without waiting."""
+    _ensure_subnet_group(sc)
+    cluster = find_cluster(sc)
+    if cluster is None:
+        cluster = _create_cluster(sc)
+    else:
+        _update_cluster(sc, cluster)
+    sc.out.db_endpoint = cluster.get("Endpoint", "")
+
+
+def _ensure_subnet_group(sc: StepContext) -> None:
+    rds, name = sc.aws.rds, sc.names.db_subnet_group
+    with aws_action(f"set up the DB subnet group {name}"):
+        got = missing_on(
+            SUBNET_GROUP_MISSING, lambda: rds.describe_db_subnet_groups(DBSubnetGroupName=name)
+        )
+        want = sorted(sc.out.private_subnets)
+        if got is None:
+            sc.report("db subnet group", CREATING, name)
+            rds.create_db_subnet_group(
+                DBSubnetGroupName=name,
+                DBSubnetGroupDescription=f"mlflow-ecs {sc.names.stack}: private subnets",
+                SubnetIds=want,
+                Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+            )
+            return
+        group = got["DBSubnetGroups"][0]
+        have = sorted(s["SubnetIdentifier"] for s in group.get("Subnets", []))
+        if have != want:
+            sc.report("db subnet group", UPDATING, name)
+            rds.modify_db_subnet_group(DBSubnetGroupName=name, SubnetIds=want)
+
+
+def _create_cluster(sc: StepContext) -> dict[str, Any]:
+    d, name = sc.cfg.database, sc.names.db_cluster
+    _check_subnet_group_owned(sc)
+    snapshot = latest_final_snapshot(sc)
+    common: dict[str, Any] = {
+        "DBClusterIdentifier": name,
+        "Engine": ENGINE,
+        "EngineVersion": d.engine_version,
+        "DBSubnetGroupName": sc.names.db_subnet_group,
+        "VpcSecurityGroupIds": [sc.out.security_groups["db"]],
+        "Port": DB_PORT,
+        "DeletionProtection": d.deletion_protection,
+        "CopyTagsToSnapshot": True,
+        "ServerlessV2ScalingConfiguration": _scaling(sc),
+    }
+    rds = sc.aws.rds
+    if snapshot:
+        snap_id = snapshot["DBClusterSnapshotIdentifier"]
+        sc.report("database cluster", CREATING, f"{name}, restoring your data from {snap_id}")
+        tags = tag_list({**sc.tags, RESTORED_FROM_TAG: snap_id})
+        with aws_action(f"restore the database cluster {name} from {snap_id}"):
+            cluster = rds.restore_db_cluster_from_snapshot(
+                SnapshotIdentifier=snapshot["DBClusterSnapshotArn"], Tags=tags, **common  # type: ignore[arg-type]
+            )["DBCluster"]
+            # The snapshot carries the old master password; make it the stored one again.
+            rds.modify_db_cluster(
+                DBClusterIdentifier=name,
+                MasterUserPassword=secrets.db_password(sc),
+                BackupRetentionPeriod=d.backup_retention_days,
+                ApplyImmediately=True,
+            )
+        return dict(cluster)
+    sc.report("database cluster", CREATING, f"{name} (Aurora MySQL {d.engine_version})")
+    with aws_action(f"create the database cluster {name}"):
+        cluster = rds.create_db_cluster(
+            DatabaseName=d.name,
+            MasterUsername=d.username,
+            MasterUserPassword=secrets.db_password(sc),
+            StorageEncrypted=True,
+            BackupRetentionPeriod=d.backup_retention_days,
+            Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+            **common,
+        )["DBCluster"]
+    return dict(cluster)
+
+
+def _check_subnet_group_owned(sc: StepContext) -> None:
+    arn = f"arn:aws:rds:{sc.aws.region}:{sc.aws.account_id}:subgrp:{sc.names.db_subnet_group}"
+    with aws_action("read the DB subnet group's tags"):
+        got = sc.aws.rds.list_tags_for_resource(ResourceName=arn)
+    require_owned("DB subnet group", sc.names.db_subnet_group, tag_dict(got.get("TagList")), sc.names.stack)  # type: ignore[arg-type]
+
+
+def cluster_changes(sc: StepContext, cluster: dict[str, Any]) -> dict[str, Any]:
+    """modify_db_cluster arguments for what differs from the config (empty: nothing)."""
+    d = sc.cfg.database
+    changes: dict[str, Any] = {}
+    scaling = cluster.get("ServerlessV2ScalingConfiguration", {})
+    if {k: float(scaling.get(k, -1)) for k in ("MinCapacity", "MaxCapacity")} != _scaling(sc):
+        changes["ServerlessV2ScalingConfiguration"] = _scaling(sc)
+    if bool(cluster.get("DeletionProtection")) != d.deletion_protection:
+        changes["DeletionProtection"] = d.deletion_protection
+    if cluster.get("BackupRetentionPeriod") != d.backup_retention_days:
+        changes["BackupRetentionPeriod"] = d.backup_retention_days
+    if cluster.get("EngineVersion") != d.engine_version:
+        changes["EngineVersion"] = d.engine_version
+    groups = sorted(g["VpcSecurityGroupId"] for g in cluster.get("VpcSecurityGroups", []))
+    if "db" in sc.out.security_groups and groups != [sc.out.security_groups["db"]]:
+        changes["VpcSecurityGroupIds"] = [sc.out.security_groups["db"]]
+    return changes
+
+
+def _update_cluster(sc: StepContext, cluster: dict[str, Any]) -> None:
+    name = sc.names.db_cluster
+    changes = cluster_changes(sc, cluster)
+    to_set, to_remove = tags_differ(
+        {**sc.tags, **_kept_tags(cluster)}, tag_dict(cluster.get("TagList"))
+    )
+    if not changes and not to_set and not to_remove:
+        sc.report("database cluster", UNCHANGED, name)
+        return
+    sc.report("database cluster", UPDATING, f"{name}: {', '.join([*changes, *(['tags'] if to_set or to_remove else [])])}")
+    with aws_action(f"update the database cluster {name}"):
+        if changes:
+            sc.aws.rds.modify_db_cluster(DBClusterIdentifier=name, ApplyImmediately=True, **changes)
+        arn = cluster["DBClusterArn"]
+        if to_set:
+            sc.aws.rds.add_tags_to_resource(ResourceName=arn, Tags=tag_list(to_set))  # type: ignore[arg-type]
+        if to_remove:
+            sc.aws.rds.remove_tags_from_resource(ResourceName=arn, TagKeys=to_remove)
+
+
+def _kept_tags(cluster: dict[str, Any]) -> dict[str, str]:
+    tags = tag_dict(cluster.get("TagList"))
+    return {RESTORED_FROM_TAG: tags[RESTORED_FROM_TAG]} if RESTORED_FROM_TAG in tags else {}
+
+
+def finish(sc: StepContext) -> None:
+    """Wait for the cluster, make sure the writer exists, wait for it. Runs in the background."""
+    cluster = wait_until(
+        sc,
+        "database cluster",
+        lambda: find_cluster(sc) or {"Status": "missing"},
+        done=lambda c: c.get("Status") == "available",
+        describe=lambda c: str(c.get("Status")),
+        failed=lambda c: f"status {c['Status']}" if c.get("Status") in FAILED_STATES | {"missing"} else None,
+    )
+    sc.out.db_endpoint = cluster.get("Endpoint", sc.out.db_endpoint)
+    sc.report("database cluster", READY, sc.out.db_endpoint)
+    if find_instance(sc) is None:
+        sc.report("database writer", CREATING, f"{sc.names.db_instance} ({INSTANCE_CLASS})")
+        with aws_action(f"create the database writer {sc.names.db_instance}"):
+            sc.aws.rds.create_db_instance(
+                DBInstanceIdentifier=sc.names.db_instance,
+                DBClusterIdentifier=sc.names.db_cluster,
+                DBInstanceClass=INSTANCE_CLASS,
+                Engine=ENGINE,
+                PubliclyAccessible=False,
+                Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+            )
+    wait_until(
+        sc,
+        "database writer",
+        lambda: find_instance(sc) or {"DBInstanceStatus": "missing"},
+        done=lambda i: i.get("DBInstanceStatus") == "available",
+        describe=lambda i: str(i.get("DBInstanceStatus")),
+        failed=lambda i: f"status {i['DBInstanceStatus']}" if i.get("DBInstanceStatus") in FAILED_STATES else None,
+    )
+    sc.report("database writer", READY, sc.names.db_instance)
+
+
+def describe(sc: StepContext) -> list[Resource]:
+    cluster = find_cluster(sc)
+    instance = find_instance(sc)
+    rows = []
+    if cluster is None:
+        rows.append(Resource("database cluster", sc.names.db_cluster))
+    else:
+        sc.out.db_endpoint = cluster.get("Endpoint", "")
+        scaling = cluster.get("ServerlessV2ScalingConfiguration", {})
+        detail = f"{cluster.get('EngineVersion')}, ACU {scaling.get('MinCapacity')}-{scaling.get('MaxCapacity')}"
+        restored = tag_dict(cluster.get("TagList")).get(RESTORED_FROM_TAG)
+        if restored:
+            detail += f", restored from {restored}"
+        rows.append(Resource("database cluster", sc.names.db_cluster, sc.out.db_endpoint, cluster["Status"], detail))
+    if instance is None:
+        rows.append(Resource("database writer", sc.names.db_instance))
+    else:
+        rows.append(Resource("database writer", sc.names.db_instance, instance["DBInstanceIdentifier"], instance["DBInstanceStatus"], INSTANCE_CLASS))
+    return rows
+
+
+def check_deletable(sc: StepContext) -> dict[str, Any] | None:
+    """Before `down` changes anything: refuse a cluster with deletion protection."""
+    cluster = find_cluster(sc)
+    if cluster is not None and cluster.get("DeletionProtection"):
+        raise UsageError(
+            f"The database cluster {sc.names.db_cluster} has deletion protection on; nothing was changed.",
+            "Set database.deletion_protection = false, run `mlflow-ecs up`, then `down` again.",
+        )
+    return cluster
+
+
+def final_snapshot_id(sc: StepContext, now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{sc.names.snapshot_prefix}{now:%Y%m%d-%H%M%S}"
+
+
+def delete(sc: StepContext) -> None:
+    rds = sc.aws.rds
+    cluster = find_cluster(sc)
+    if find_instance(sc) is not None:
+        sc.report("database writer", DELETING, sc.names.db_instance)
+        with aws_action(f"delete the database writer {sc.names.db_instance}"):
+            gone_ok(INSTANCE_MISSING, lambda: rds.delete_db_instance(DBInstanceIdentifier=sc.names.db_instance))
+    sc.report("database writer", DELETED, sc.names.db_instance)
+    if cluster is not None:
+        _delete_cluster(sc)
+    else:
+        sc.report("database cluster", DELETED, "already gone")
+    if sc.delete_data:
+        _delete_snapshots(sc)
+    with aws_action(f"delete the DB subnet group {sc.names.db_subnet_group}"):
+        retry_on(
+            sc,
+            {"InvalidDBSubnetGroupStateFault"},
+            lambda: gone_ok(
+                SUBNET_GROUP_MISSING,
+                lambda: rds.delete_db_subnet_group(DBSubnetGroupName=sc.names.db_subnet_group),
+            ),
+            attempts=30,
+        )
+    sc.report("db subnet group", DELETED, sc.names.db_subnet_group)
+
+
+def _delete_cluster(sc: StepContext) -> None:
+    rds, name = sc.aws.rds, sc.names.db_cluster
+    args: dict[str, Any] = {"DBClusterIdentifier": name}
+    if sc.delete_data:
+        args["SkipFinalSnapshot"] = True
+        sc.report("database cluster", DELETING, f"{name}, without a final snapshot")
+    else:
+        args["FinalDBSnapshotIdentifier"] = final_snapshot_id(sc)
+        sc.report("database cluster", DELETING, f"{name}, final snapshot {args['FinalDBSnapshotIdentifier']}")
+    with aws_action(f"delete the database cluster {name}"):
+        # The writer must be deleting first; it takes a moment to leave the cluster.
+        retry_on(
+            sc,
+            {"InvalidDBClusterStateFault", "DBClusterToBeDeletedHasActiveMembers"},
+            lambda: gone_ok(CLUSTER_MISSING, lambda: rds.delete_db_cluster(**args)),
+            attempts=60,
+        )
+    wait_until(
+        sc,
+        "database cluster",
+        lambda: find_cluster(sc) or {"Status": "deleted"},
+        done=lambda c: c.get("Status") == "deleted",
+        describe=lambda c: str(c.get("Status")),
+    )
+    if sc.delete_data:
+        sc.report("database cluster", DELETED, name)
+    else:
+        sc.report("database cluster", KEPT, f"final snapshot {args['FinalDBSnapshotIdentifier']}: `up` restores it")
+
+
+def _delete_snapshots(sc: StepContext) -> None:
+    while (snap := latest_final_snapshot(sc)) is not None:
+        sid = snap["DBClusterSnapshotIdentifier"]
+        sc.report("database snapshot", DELETING, sid)
+        with aws_action(f"delete the snapshot {sid}"):
+            sc.aws.rds.delete_db_cluster_snapshot(DBClusterSnapshotIdentifier=sid)
+        sc.report("database snapshot", DELETED, sid)

@@ -1,0 +1,200 @@
+"""The ECS service: Fargate, awsvpc with the tasks group, behind the target group, with a
+circuit breaker that rolls back; waited until its deployment completes with our revision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .. import render
+from ..aws import tag_dict
+from .base import (
+    CREATING,
+    DELETED,
+    DELETING,
+    READY,
+    UNCHANGED,
+    UPDATING,
+    Resource,
+    StepContext,
+    aws_action,
+    require_owned,
+    retry_on,
+    wait_until,
+)
+
+
+def find(sc: StepContext) -> dict[str, Any] | None:
+    """The service unless missing or INACTIVE (deleted)."""
+    try:
+        got = sc.aws.ecs.describe_services(
+            cluster=sc.names.ecs_cluster, services=[sc.names.service], include=["TAGS"]
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ClusterNotFoundException":
+            return None
+        raise
+    services = [s for s in got.get("services", []) if s.get("status") != "INACTIVE"]
+    if not services:
+        return None
+    svc = dict(services[0])
+    require_owned("ECS service", sc.names.service, tag_dict(svc.get("tags"), "key", "value"), sc.names.stack)
+    return svc
+
+
+def find_checked(sc: StepContext) -> dict[str, Any] | None:
+    with aws_action(f"find the ECS service {sc.names.service}"):
+        return find(sc)
+
+
+def _subnets(sc: StepContext) -> tuple[list[str], bool]:
+    """Tasks go in the public subnets with a public IP (outbound to the OAuth provider without
+    NAT), or in the private subnets when network.task_subnets = 'private' (you provide NAT)."""
+    if sc.cfg.network.task_subnets == "private":
+        return sc.out.private_subnets, False
+    return sc.out.public_subnets, True
+
+
+def desired_network(sc: StepContext) -> dict[str, Any]:
+    subnets, public_ip = _subnets(sc)
+    return render.service_network(subnets, sc.out.security_groups["tasks"], public_ip)
+
+
+def changes(sc: StepContext, svc: dict[str, Any]) -> dict[str, Any]:
+    """update_service arguments for what differs (empty: nothing)."""
+    want: dict[str, Any] = {}
+    if svc.get("taskDefinition") != sc.out.task_definition_arn:
+        want["taskDefinition"] = sc.out.task_definition_arn
+    if svc.get("desiredCount") != sc.cfg.service.desired_count:
+        want["desiredCount"] = sc.cfg.service.desired_count
+    net = desired_network(sc)
+    have_net = svc.get("networkConfiguration", {}).get("awsvpcConfiguration", {})
+    want_net = net["awsvpcConfiguration"]
+    if (
+        sorted(have_net.get("subnets", [])) != want_net["subnets"]
+        or sorted(have_net.get("securityGroups", [])) != want_net["securityGroups"]
+        or have_net.get("assignPublicIp", "DISABLED") != want_net["assignPublicIp"]
+    ):
+        want["networkConfiguration"] = net
+    lbs = render.service_load_balancers(sc.cfg, sc.out.target_group_arn)
+    if [{k: lb.get(k) for k in lbs[0]} for lb in svc.get("loadBalancers", [])] != lbs:
+        want["loadBalancers"] = lbs
+    grace = sc.cfg.service.health_check_grace_seconds
+    if "healthCheckGracePeriodSeconds" in svc and svc["healthCheckGracePeriodSeconds"] != grace:
+        want["healthCheckGracePeriodSeconds"] = grace
+    breaker = svc.get("deploymentConfiguration", {}).get("deploymentCircuitBreaker")
+    if breaker is not None and breaker != render.DEPLOYMENT_CONFIGURATION["deploymentCircuitBreaker"]:
+        want["deploymentConfiguration"] = render.DEPLOYMENT_CONFIGURATION
+    return want
+
+
+IAM_NOT_READY = {"InvalidParameterException", "AccessDeniedException"}
+
+
+def ensure(sc: StepContext, svc: dict[str, Any] | None) -> None:
+    """Create or update the service (``svc``: what find_checked returned) and wait for it."""
+    ecs, name = sc.aws.ecs, sc.names.service
+    with aws_action(f"set up the ECS service {name}"):
+        if svc is None:
+            sc.report("service", CREATING, f"{name}, {sc.cfg.service.desired_count} task(s)")
+            args = {
+                "cluster": sc.names.ecs_cluster,
+                "serviceName": name,
+                "taskDefinition": sc.out.task_definition_arn,
+                "desiredCount": sc.cfg.service.desired_count,
+                "launchType": "FARGATE",
+                "platformVersion": "LATEST",
+                "networkConfiguration": desired_network(sc),
+                "loadBalancers": render.service_load_balancers(sc.cfg, sc.out.target_group_arn),
+                "healthCheckGracePeriodSeconds": sc.cfg.service.health_check_grace_seconds,
+                "deploymentConfiguration": render.DEPLOYMENT_CONFIGURATION,
+                "propagateTags": "SERVICE",
+                "enableECSManagedTags": True,
+                "tags": [{"key": k, "value": v} for k, v in sorted(sc.tags.items())],
+            }
+            # A role made seconds ago may not be usable by ECS yet (IAM is eventually consistent).
+            retry_on(sc, IAM_NOT_READY, lambda: ecs.create_service(**args), match="role")  # type: ignore[arg-type]
+        else:
+            update = changes(sc, svc)
+            if sc.out.secrets_changed:
+                update["forceNewDeployment"] = True
+            if not update:
+                sc.report("service", UNCHANGED, f"{name} ({svc.get('runningCount')}/{svc.get('desiredCount')} running)")
+            else:
+                sc.report("service", UPDATING, f"{name}: {', '.join(update)}")
+                ecs.update_service(cluster=sc.names.ecs_cluster, service=name, **update)
+    wait(sc)
+
+
+def rollout_failure(sc: StepContext, svc: dict[str, Any]) -> str | None:
+    primary = next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    if primary.get("rolloutState") == "FAILED":
+        events = "; ".join(e.get("message", "") for e in svc.get("events", [])[:3])
+        return f"the deployment failed and was rolled back ({primary.get('rolloutStateReason', '')}) {events}".strip()
+    if svc.get("taskDefinition") != sc.out.task_definition_arn and sc.out.task_definition_arn:
+        return f"the service runs {svc.get('taskDefinition')}, not {sc.out.task_definition_arn} (rolled back?)"
+    return None
+
+
+def is_steady(svc: dict[str, Any]) -> bool:
+    primary = [d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"]
+    rollout_done = all(d.get("rolloutState", "COMPLETED") == "COMPLETED" for d in primary)
+    only_one = len(svc.get("deployments", [])) <= 1
+    return bool(rollout_done and only_one and svc.get("runningCount") == svc.get("desiredCount"))
+
+
+def _state(svc: dict[str, Any]) -> str:
+    primary = next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    return (
+        f"{svc.get('runningCount', 0)}/{svc.get('desiredCount', 0)} running, "
+        f"rollout {primary.get('rolloutState', 'n/a')}"
+    )
+
+
+def wait(sc: StepContext) -> None:
+    """Until the deployment has completed with our revision and every task runs (bounded)."""
+    def probe() -> dict[str, Any]:
+        with aws_action(f"read the ECS service {sc.names.service}"):
+            return find(sc) or {"status": "missing"}
+
+    svc = wait_until(
+        sc,
+        "service",
+        probe,
+        done=lambda s: is_steady(s) and rollout_failure(sc, s) is None,
+        describe=_state,
+        failed=lambda s: "the service disappeared" if s.get("status") == "missing" else rollout_failure(sc, s),
+    )
+    sc.report("service", READY, _state(svc))
+
+
+def describe(sc: StepContext) -> tuple[list[Resource], dict[str, Any] | None]:
+    svc = find_checked(sc)
+    if svc is None:
+        return [Resource("service", sc.names.service)], None
+    state = "steady" if is_steady(svc) else "deploying"
+    primary = next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    if primary.get("rolloutState") == "FAILED":
+        state = "failed"
+    return [Resource("service", sc.names.service, svc["serviceArn"], state, _state(svc))], svc
+
+
+def delete(sc: StepContext) -> None:
+    ecs, name = sc.aws.ecs, sc.names.service
+    svc = find_checked(sc)
+    if svc is None:
+        sc.report("service", DELETED, "already gone")
+        return
+    sc.report("service", DELETING, f"{name}: stopping its tasks")
+    with aws_action(f"delete the ECS service {name}"):
+        if svc.get("desiredCount"):
+            ecs.update_service(cluster=sc.names.ecs_cluster, service=name, desiredCount=0)
+        ecs.delete_service(cluster=sc.names.ecs_cluster, service=name, force=True)
+
+    def probe() -> dict[str, Any]:
+        with aws_action(f"read the ECS service {name}"):
+            return find(sc) or {"status": "INACTIVE"}
+
+    wait_until(sc, "service", probe, done=lambda s: s.get("status") == "INACTIVE", describe=lambda s: str(s.get("status")))
+    sc.report("service", DELETED, name)

@@ -1,0 +1,163 @@
+"""The only place that talks to the terminal: live progress, tables, JSON, prompts.
+
+Diagnostics and progress go to stderr; data (status table or JSON) to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from .engine import StackStatus
+    from .errors import MlflowEcsError
+
+STYLES = {
+    "checking": "dim",
+    "creating": "yellow",
+    "updating": "yellow",
+    "waiting": "cyan",
+    "deleting": "yellow",
+    "unchanged": "green",
+    "ready": "green",
+    "deleted": "green",
+    "kept": "blue",
+    "absent": "dim",
+    "failed": "bold red",
+    "warning": "bold yellow",
+}
+DONE = {"unchanged", "ready", "deleted", "kept", "absent", "failed"}
+
+
+def stdout() -> Console:
+    return Console(soft_wrap=True)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+@dataclass
+class _Line:
+    state: str
+    detail: str
+    started: float
+    ended: float | None = None
+
+
+@dataclass
+class Progress:
+    """A reporter: one line per resource, redrawn live on a terminal, appended otherwise."""
+
+    console: Console = field(default_factory=stderr)
+    lines: dict[str, _Line] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def __call__(self, resource: str, state: str, detail: str = "") -> None:
+        with self._lock:
+            if state == "warning":
+                self.warnings.append(detail)
+                self.console.print(Text(f"WARNING: {detail}", style=STYLES["warning"]))
+                return
+            now = time.monotonic()
+            line = self.lines.get(resource)
+            if line is None or line.ended is not None and state not in DONE:
+                line = self.lines[resource] = _Line(state, detail, now)
+            line.state, line.detail = state, detail or line.detail
+            line.ended = now if state in DONE else None
+            if self._live is not None:
+                self._live.update(self._render())
+            else:
+                elapsed = f"{now - line.started:5.1f}s" if state in DONE else "      "
+                self.console.print(f"{elapsed} {resource:<22} {state:<10} {detail}", highlight=False)
+
+    def _render(self) -> Table:
+        table = Table.grid(padding=(0, 2))
+        now = time.monotonic()
+        for name, line in self.lines.items():
+            elapsed = (line.ended or now) - line.started
+            spinner = "" if line.state in DONE else "…"
+            table.add_row(
+                Text(f"{elapsed:5.1f}s", style="dim"),
+                Text(name),
+                Text(line.state + spinner, style=STYLES.get(line.state, "")),
+                Text(line.detail, style="dim"),
+            )
+        return table
+
+
+def show_error(err: MlflowEcsError) -> None:
+    console = stderr()
+    console.print(Text(f"Error: {err.message}", style="bold red"))
+    if err.hint:
+        console.print(Text(f"Hint: {err.hint}", style="yellow"))
+
+
+def info(message: str, style: str = "") -> None:
+    stderr().print(Text(message, style=style))
+
+
+def status_table(st: StackStatus) -> None:
+    out = stdout()
+    table = Table(title=f"mlflow-ecs stack {st.stack!r} in {st.region}", title_justify="left")
+    for col in ("resource", "name", "id", "state", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in st.resources:
+        style = "" if r.present else "red"
+        table.add_row(r.kind, r.name, r.id or "-", Text(r.state, style=style or "green"), r.detail)
+    out.print(table)
+    health = "healthy" if st.healthy else ("missing" if not st.exists else "NOT healthy")
+    out.print(f"service: {st.running}/{st.desired} tasks running; stack is {health}", highlight=False)
+    if st.url:
+        out.print(f"url: {st.url}", highlight=False)
+
+
+def status_json(st: StackStatus) -> None:
+    sys.stdout.write(json.dumps(st.to_dict(), indent=2, default=str) + "\n")
+
+
+def confirm(question: str) -> bool:
+    console = stderr()
+    answer = console.input(f"{question} [y/N] ")
+    return answer.strip().lower() in {"y", "yes"}
+
+
+def prompt_secret(label: str) -> str:
+    """Ask for a value without echoing it (the OAuth client secret)."""
+    import getpass
+
+    return getpass.getpass(f"{label} (input hidden): ").strip()
+
+
+def bullet_list(title: str, items: list[str]) -> None:
+    console = stderr()
+    console.print(Text(title, style="bold"))
+    for item in items:
+        console.print(f"  - {item}", highlight=False)
