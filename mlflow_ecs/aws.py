@@ -6,6 +6,7 @@ The endpoint comes from the environment the usual botocore way (``AWS_ENDPOINT_U
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -49,8 +50,11 @@ class AwsContext:
         profile: str | None = None,
         hooks: list[tuple[str, Hook]] | None = None,
     ) -> None:
+        # boto3 reads only AWS_DEFAULT_REGION; AWS_REGION (which the AWS CLI v2 and SDKs read
+        # first) is honoured here so both work.
+        region = region or os.environ.get("AWS_REGION") or None
         try:
-            self.session = boto3.Session(profile_name=profile, region_name=region or None)
+            self.session = boto3.Session(profile_name=profile, region_name=region)
         except BotoCoreError as exc:  # e.g. ProfileNotFound
             raise UsageError(str(exc), "Check --profile / AWS_PROFILE and ~/.aws/config.") from None
         self.region = self.session.region_name or ""
@@ -141,6 +145,7 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
-def tag_dict(tags: list[dict[str, str]] | None, key: str = "Key", value: str = "Value") -> dict[str, str]:
-    """The inverse of tag_list; accepts ECS's lowercase key/value with key='key'."""
-    return {t[key]: t[value] for t in tags or []}
+def tag_dict(tags: Any, key: str = "Key", value: str = "Value") -> dict[str, str]:
+    """The inverse of tag_list (any list of tag mappings, as the APIs return them);
+    ECS spells them lowercase: pass key='key', value='value'."""
+    return {str(t[key]): str(t[value]) for t in tags or []}

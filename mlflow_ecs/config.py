@@ -528,7 +528,7 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
             f"{allowed[0]} to {allowed[-1]} (in steps of {allowed[1] - allowed[0]})"
         )
     if m.port == cfg.oauth2_proxy.port:
-        problems.append("oauth2_proxy -> port: must differ from mlflow -> port")
+        problems.append(f"oauth2_proxy -> port: {m.port} must differ from mlflow -> port")
     if d.max_capacity < 1:
         problems.append(f"database -> max_capacity: {d.max_capacity} is below 1: use 1 to 256")
     if d.min_capacity > d.max_capacity:
@@ -542,16 +542,18 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
             "database -> min_capacity: 0 (auto-pause) needs engine_version "
             "8.0.mysql_aurora.3.08.0 or later: raise engine_version or use 0.5"
         )
-    if bool(n.vpc_id) != bool(n.public_subnet_ids and n.private_subnet_ids):
+    given = n.vpc_id or n.public_subnet_ids or n.private_subnet_ids
+    if given and not (n.vpc_id and n.public_subnet_ids and n.private_subnet_ids):
+        shown = repr(n.vpc_id) if n.vpc_id else "missing"
         problems.append(
-            "network -> vpc_id: give vpc_id together with public_subnet_ids and "
+            f"network -> vpc_id: {shown}: give vpc_id together with public_subnet_ids and "
             "private_subnet_ids (two or more each), or none of them to create a VPC"
         )
     for key in ("public_subnet_ids", "private_subnet_ids"):
         ids = getattr(n, key)
         if n.vpc_id and len(set(ids)) < 2:
             problems.append(
-                f"network -> {key}: needs at least two distinct subnets in different "
+                f"network -> {key}: {list(ids)} needs at least two distinct subnets in different "
                 "availability zones (the load balancer and Aurora both require it)"
             )
     if lb.certificate_arn and cfg.stack.region:
@@ -563,8 +565,8 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
             )
     if lb.domain and not lb.certificate_arn:
         problems.append(
-            "load_balancer -> certificate_arn: a domain needs a certificate (HTTPS) for the "
-            "browser login: give certificate_arn, or leave domain empty"
+            f"load_balancer -> certificate_arn: missing: the domain {lb.domain!r} needs a "
+            "certificate (HTTPS) for the browser login: give certificate_arn, or leave domain empty"
         )
 
 
@@ -585,16 +587,17 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
         raise ConfigError(problems, source)
 
     built = {name: SECTIONS[name](**sections.get(name, {})) for name in SECTIONS}
-    env_region = ""
+    env_var, env_region = "", ""
     if not stack_values.get("region"):
-        env_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+        env_var = "AWS_REGION" if env.get("AWS_REGION") else "AWS_DEFAULT_REGION"
+        env_region = env.get(env_var) or ""
     secrets = Secrets(
         client_id=built["oauth2_proxy"].client_id or env.get("OAUTH2_PROXY_CLIENT_ID", ""),
         client_secret=env.get("OAUTH2_PROXY_CLIENT_SECRET", ""),
     )
     cfg = Config(**built, secrets=secrets, source=source)
     if env_region and (err := _region(env_region)):
-        problems.append(f"AWS_REGION: {err}")
+        problems.append(f"{env_var}: {err}")
     _cross_checks(cfg, problems)
     if problems:
         raise ConfigError(problems, source)

@@ -114,6 +114,7 @@ def _ensure_subnet_group(sc: StepContext) -> None:
                 Tags=tag_list(sc.tags),  # type: ignore[arg-type]
             )
             return
+        _check_subnet_group_owned(sc)  # before any change: never modify a stranger's group
         group = got["DBSubnetGroups"][0]
         have = sorted(s["SubnetIdentifier"] for s in group.get("Subnets", []))
         if have != want:
@@ -123,7 +124,6 @@ def _ensure_subnet_group(sc: StepContext) -> None:
 
 def _create_cluster(sc: StepContext) -> dict[str, Any]:
     d, name = sc.cfg.database, sc.names.db_cluster
-    _check_subnet_group_owned(sc)
     snapshot = latest_final_snapshot(sc)
     common: dict[str, Any] = {
         "DBClusterIdentifier": name,
@@ -143,7 +143,7 @@ def _create_cluster(sc: StepContext) -> dict[str, Any]:
         tags = tag_list({**sc.tags, RESTORED_FROM_TAG: snap_id})
         with aws_action(f"restore the database cluster {name} from {snap_id}"):
             cluster = rds.restore_db_cluster_from_snapshot(
-                SnapshotIdentifier=snapshot["DBClusterSnapshotArn"], Tags=tags, **common  # type: ignore[arg-type]
+                SnapshotIdentifier=snap_id, Tags=tags, **common  # type: ignore[arg-type]
             )["DBCluster"]
             # The snapshot carries the old master password; make it the stored one again.
             rds.modify_db_cluster(
@@ -303,6 +303,15 @@ def delete(sc: StepContext) -> None:
         sc.report("database cluster", DELETED, "already gone")
     if sc.delete_data:
         _delete_snapshots(sc)
+    with aws_action(f"find the DB subnet group {sc.names.db_subnet_group}"):
+        group = missing_on(
+            SUBNET_GROUP_MISSING,
+            lambda: rds.describe_db_subnet_groups(DBSubnetGroupName=sc.names.db_subnet_group),
+        )
+    if group is None:
+        sc.report("db subnet group", DELETED, "already gone")
+        return
+    _check_subnet_group_owned(sc)
     with aws_action(f"delete the DB subnet group {sc.names.db_subnet_group}"):
         retry_on(
             sc,
