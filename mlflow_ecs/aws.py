@@ -40,6 +40,10 @@ RETRY_CONFIG = BotoConfig(
 
 Hook = Callable[..., Any]
 
+# Event hooks every new client gets, besides the ones passed to AwsContext: botocore's own
+# extension point, used by scripts/bench.py to add simulated latency around the real commands.
+GLOBAL_HOOKS: list[tuple[str, Hook]] = []
+
 
 class AwsContext:
     """What every step needs to talk to AWS: clients, region, account id."""
@@ -63,7 +67,7 @@ class AwsContext:
                 "No AWS region is set.",
                 "Set stack.region in the config, pass --region, or export AWS_REGION.",
             )
-        self._hooks = hooks or []
+        self._hooks = [*GLOBAL_HOOKS, *(hooks or [])]
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._account_id = ""

@@ -235,14 +235,18 @@ def _region(v: str) -> str | None:
         return None
     if not _REGION.match(v):
         return f"{v!r} is not an AWS region name: use one like 'eu-west-1'"
+    from botocore.exceptions import BotoCoreError
     from botocore.session import get_session
 
-    session = get_session()
-    known = {
-        r
-        for partition in session.get_available_partitions()
-        for r in session.get_available_regions("ecs", partition)
-    }
+    try:
+        session = get_session()
+        known = {
+            r
+            for partition in session.get_available_partitions()
+            for r in session.get_available_regions("ecs", partition)
+        }
+    except BotoCoreError:  # e.g. AWS_PROFILE names no profile: the AWS context says so, cleanly
+        return None
     if known and v not in known:
         return f"{v!r} is not an AWS region where ECS exists: use one like 'eu-west-1'"
     return None
@@ -491,7 +495,7 @@ def _is_type(value: Any, kind: type | tuple[type, ...]) -> bool:
 
 def _check_section(section: str, raw: Any, problems: list[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        problems.append(f"{section}: must be a table ([{section}])")
+        problems.append(f"{section}: {raw!r} must be a table ([{section}])")
         return {}
     values: dict[str, Any] = {}
     schema = SCHEMA[section]
@@ -506,7 +510,7 @@ def _check_section(section: str, raw: Any, problems: list[str]) -> dict[str, Any
             problems.append(f"{where}: {value!r} must be {_type_name(spec.kind)}")
             continue
         if spec.item and not all(_is_type(v, spec.item) for v in value):
-            problems.append(f"{where}: every item must be {_type_name(spec.item)}")
+            problems.append(f"{where}: every item of {value!r} must be {_type_name(spec.item)}")
             continue
         if spec.check and (err := spec.check(value)):
             problems.append(f"{where}: {err}")
@@ -631,4 +635,13 @@ def with_region(cfg: Config, region: str) -> Config:
     """The config with the region actually in use (flag > stack.region > environment)."""
     from dataclasses import replace
 
+    found = _ACM_ARN.match(cfg.load_balancer.certificate_arn)
+    if found and found[1] != region:
+        raise ConfigError(
+            [
+                f"load_balancer -> certificate_arn: the certificate is in {found[1]} but the "
+                f"stack runs in {region}: an ALB needs a certificate from its own region"
+            ],
+            cfg.source,
+        )
     return replace(cfg, stack=replace(cfg.stack, region=region))

@@ -14,7 +14,7 @@ from mlflow_ecs.steps.base import Poll, StepContext
 
 REGION = "eu-west-1"
 CLIENT_ID = "test-client-id.apps.googleusercontent.com"
-CLIENT_SECRET = "GOCSPX-known-test-secret-value-123"  # noqa: S105 (a test value to look for in output)
+CLIENT_SECRET = "GOCSPX-known-test-secret-value-123"  # a known value to look for in output
 ENV = {"OAUTH2_PROXY_CLIENT_ID": CLIENT_ID, "OAUTH2_PROXY_CLIENT_SECRET": CLIENT_SECRET}
 READ_PREFIXES = ("Describe", "Get", "List", "Head")
 FAST = Poll(interval=0.01, timeout=5.0)
