@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mypy_boto3_rds import RDSClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_ssm import SSMClient
     from mypy_boto3_sts import STSClient
 
 # Standard retry mode: exponential backoff with jitter on throttling and transient errors, and
@@ -114,6 +115,10 @@ class AwsContext:
         return self.client("elbv2")  # type: ignore[no-any-return]
 
     @property
+    def ssm(self) -> SSMClient:
+        return self.client("ssm")  # type: ignore[no-any-return]
+
+    @property
     def sts(self) -> STSClient:
         return self.client("sts")  # type: ignore[no-any-return]
 
@@ -144,7 +149,7 @@ def caller_account(ctx: AwsContext) -> str:
         ) from None
 
 
-def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+def tag_list(tags: Mapping[str, str]) -> list[Any]:
     """{'k': 'v'} -> [{'Key': 'k', 'Value': 'v'}] (the shape most AWS APIs use)."""
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 

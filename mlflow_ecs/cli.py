@@ -7,9 +7,11 @@ Exit codes: 0 success; 1 AWS/operation failure; 2 usage or config error;
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,8 +20,18 @@ from . import __version__
 from .errors import EXIT_UNHEALTHY, EXIT_USAGE, MlflowEcsError, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .config import Config
+    from .engine import StackStatus
     from .steps.base import StepContext
+
+# The demo's OAuth client: placeholders, put in this process's environment only and stored
+# only in the emulator's Secrets Manager. They are never printed.
+DEMO_OAUTH_ENV = {
+    "OAUTH2_PROXY_CLIENT_ID": "demo-client-id.apps.googleusercontent.com",
+    "OAUTH2_PROXY_CLIENT_SECRET": "demo-placeholder-client-secret",
+}
 
 EXIT_CODES = """Exit codes: 0 success, 1 AWS or operation failure, 2 usage or config error,
 3 (status) stack missing or unhealthy, 130 interrupted (run the same command again)."""
@@ -31,6 +43,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secret values
     add_completion=False,
 )
+
+
+CONFIG_HELP = "Config file (default: $MLFLOW_ECS_CONFIG, else ./mlflow-ecs.toml)."
+ConfigOption = Annotated[str | None, typer.Option("--config", "-c", help=CONFIG_HELP)]
 
 
 @dataclass
@@ -49,10 +65,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    config: Annotated[
-        str | None,
-        typer.Option("--config", "-c", help="Config file [default: $MLFLOW_ECS_CONFIG or ./mlflow-ecs.toml]"),
-    ] = None,
+    config: ConfigOption = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile (wins over AWS_PROFILE)")] = None,
     region: Annotated[
         str | None, typer.Option(help="AWS region (wins over stack.region and AWS_REGION)")
@@ -96,22 +109,24 @@ def step_context(opts: Options, cfg: Config, report: Any, delete_data: bool = Fa
     return engine.context(cfgmod.with_region(cfg, aws.region), aws, report, delete_data=delete_data)
 
 
-def _obj(ctx: typer.Context) -> Options:
+def _obj(ctx: typer.Context, config: str | None = None) -> Options:
+    """The root options; a command's own --config wins over the one given before it."""
     obj = ctx.obj
     assert isinstance(obj, Options)
-    return obj
+    return replace(obj, config=config) if config else obj
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
+def up(ctx: typer.Context, config: ConfigOption = None) -> None:
     """Create or update the stack; a re-run with nothing changed changes nothing."""
     from . import engine, ui
 
     with _guard():
-        cfg = load_config(_obj(ctx))
+        opts = _obj(ctx, config)
+        cfg = load_config(opts)
         prompt: Callable[[str], str] | None = ui.prompt_secret if ui.interactive() else None
         with ui.Progress() as progress:
-            sc = step_context(_obj(ctx), cfg, progress)
+            sc = step_context(opts, cfg, progress)
             result = engine.up(sc, prompt)
         ui.info(f"Stack {cfg.stack.name!r} is up: {result.url}", "bold green")
         for text in result.warnings:
@@ -121,14 +136,16 @@ def up(ctx: typer.Context) -> None:
 @app.command()
 def status(
     ctx: typer.Context,
+    config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """Show every resource, the service's health and the URL (exit 3: missing or unhealthy)."""
     from . import engine, ui
 
     with _guard():
-        cfg = load_config(_obj(ctx))
-        sc = step_context(_obj(ctx), cfg, _silent)
+        opts = _obj(ctx, config)
+        cfg = load_config(opts)
+        sc = step_context(opts, cfg, _silent)
         current = engine.status(sc)
         if as_json:
             ui.status_json(current)
@@ -145,6 +162,7 @@ def _silent(resource: str, state: str, detail: str = "") -> None:
 @app.command()
 def down(
     ctx: typer.Context,
+    config: ConfigOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     delete_data: Annotated[
         bool,
@@ -155,37 +173,203 @@ def down(
         ),
     ] = False,
 ) -> None:
-    """Remove the stack. Keeps the bucket, a final DB snapshot and the secrets unless --delete-data."""
+    """Remove the stack; keeps the bucket, a final DB snapshot and the secrets unless asked."""
     from . import engine, ui
 
     with _guard():
-        cfg = load_config(_obj(ctx))
-        sc = step_context(_obj(ctx), cfg, _silent, delete_data=delete_data)
+        opts = _obj(ctx, config)
+        cfg = load_config(opts)
+        sc = step_context(opts, cfg, _silent, delete_data=delete_data)
+        # With --yes, down follows at once: it reuses these reads instead of asking again.
+        sc.remember = yes
         current = engine.status(sc)
+        sc.remember = False
         removed, kept = engine.what_down_removes(sc, current)
         if not removed:
-            ui.info(f"Stack {cfg.stack.name!r} does not exist in {sc.aws.region}: nothing to remove.", "green")
+            ui.info(
+                f"Stack {cfg.stack.name!r} does not exist in {sc.aws.region}: nothing to remove.",
+                "green",
+            )
             if kept:
                 ui.bullet_list("Still there (kept on purpose):", kept)
             return
         if not yes:
             if not ui.interactive():
                 raise UsageError(
-                    "down needs a confirmation and there is no terminal to ask on; nothing was changed.",
+                    "down needs a confirmation and there is no terminal to ask on: "
+                    "nothing was changed.",
                     "Run it in a terminal, or pass --yes.",
                 )
-            ui.bullet_list(f"This removes from stack {cfg.stack.name!r} ({sc.aws.region}):", removed)
+            ui.bullet_list(
+                f"This removes from stack {cfg.stack.name!r} ({sc.aws.region}):", removed
+            )
             if kept:
                 ui.bullet_list("and keeps:", kept)
             if not ui.confirm("Go ahead?"):
                 ui.info("Nothing was changed.")
                 raise typer.Exit(EXIT_USAGE)
-        with ui.Progress() as progress:
-            sc.report = progress
-            engine.down(sc)
-        ui.info(f"Stack {cfg.stack.name!r} is down.", "bold green")
-        if kept:
-            ui.bullet_list("Kept:", kept)
+        _run_down(sc, kept)
+
+
+def _run_down(sc: StepContext, kept: list[str]) -> None:
+    """engine.down with live progress, then what was kept (the final snapshot included)."""
+    from . import engine, ui
+
+    with ui.Progress() as progress:
+        sc.report = progress
+        engine.down(sc)
+    sc.report = _silent
+    ui.info(f"Stack {sc.names.stack!r} is down.", "bold green")
+    if snapshot := engine.kept_snapshot(sc):
+        kept = [
+            *kept,
+            f"database snapshot {snapshot} (the next `up` restores the database from it)",
+        ]
+    if kept:
+        ui.bullet_list("Kept:", kept)
+
+
+@contextmanager
+def _demo_config(given: str | None) -> Iterator[Path]:
+    """The user's config file, else the built-in example shipped with the package."""
+    from importlib import resources
+    from pathlib import Path
+
+    if given:
+        yield Path(given)
+        return
+    with resources.as_file(resources.files("mlflow_ecs") / "demo.toml") as path:
+        yield path
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Your config instead of the built-in example."),
+    ] = None,
+) -> None:
+    """Try it with no AWS account: up, status and down on an embedded AWS emulator (moto)."""
+    from . import config as cfgmod
+    from . import engine, sandbox, ui
+
+    opts = _obj(ctx)
+    with _guard(), _environment(DEMO_OAUTH_ENV):
+        with _demo_config(config or opts.config) as path:
+            cfg = cfgmod.load(path)
+        region = opts.region or cfg.stack.region or sandbox.DEFAULT_REGION
+        local = Options(None, None, region)  # never a profile: nothing may reach real AWS
+        with sandbox.running(region, running_tasks=cfg.service.desired_count) as box:
+            ui.info(
+                f"AWS emulator (moto) on {box.endpoint}, {region}: nothing leaves this machine."
+            )
+            ui.heading(f"mlflow-ecs up  (stack {cfg.stack.name!r}, {path.name})")
+            with ui.Progress() as progress:
+                engine.up(step_context(local, cfg, progress))
+            sc = step_context(local, cfg, _silent)
+            current = engine.status(sc)
+            _show_demo_stack(sc, current)
+            ui.heading("mlflow-ecs down --yes")
+            _run_down(sc, engine.what_down_removes(sc, current)[1])
+        ui.info(
+            "Demo done; the emulator is stopped. For AWS: write mlflow-ecs.toml (see "
+            "config.example.toml), then mlflow-ecs up.",
+            "bold",
+        )
+
+
+def _show_demo_stack(sc: StepContext, current: StackStatus) -> None:
+    from . import engine, ui
+
+    ui.heading("mlflow-ecs status")
+    ui.status_table(current)
+    ui.heading("the registered task definition")
+    td = engine.registered_task_definition(sc, current.task_definition)
+    if td is not None:
+        ui.task_containers(td)
+    ui.info(
+        f"On AWS, MLflow would now be at {current.url} (behind oauth2-proxy's login).", "bold green"
+    )
+
+
+def _desired_count(opts: Options) -> int:
+    """ECS tasks the emulator reports running: the config's desired count, if one loads."""
+    from . import config as cfgmod
+
+    try:
+        return cfgmod.load(cfgmod.config_path(opts.config, os.environ)).service.desired_count
+    except MlflowEcsError:
+        return 1
+
+
+@app.command("sandbox")
+def sandbox_command(
+    ctx: typer.Context,
+    port: Annotated[
+        int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", min=0, max=65535)
+    ] = 0,
+    region: Annotated[
+        str | None, typer.Option(help="The AWS_REGION to print (default: us-east-1).")
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config whose service.desired_count the emulated ECS services run "
+            "(default: as for up; 1 when there is none).",
+        ),
+    ] = None,
+) -> None:
+    """Run the embedded AWS emulator until Ctrl-C; prints the exports that point up at it."""
+    from . import sandbox, ui
+
+    opts = _obj(ctx, config)
+    with _guard():
+        running = _desired_count(opts)
+        box = sandbox.start(region or opts.region or sandbox.DEFAULT_REGION, port, running)
+        try:
+            with _stop_signals() as stop:  # before the exports: a reader may signal at once
+                ui.info(
+                    f"AWS emulator (moto) on {box.endpoint}, ECS services report {running} "
+                    "running task(s). Run these lines in another shell, then mlflow-ecs up / "
+                    "status / down there. Ctrl-C stops the emulator; its state is in memory only.",
+                    "bold",
+                )
+                ui.export_lines(box.export_lines())
+                while not stop.wait(0.5):
+                    pass
+        finally:
+            box.stop()
+        ui.info("Emulator stopped.")
+
+
+@contextmanager
+def _stop_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT (Ctrl-C) or SIGTERM instead of their usual effect."""
+    stop = threading.Event()
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in wanted}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ OWNER_TAG = "mlflow-ecs:stack"
 DEFAULT_CONFIG_FILE = "mlflow-ecs.toml"
 CONFIG_ENV = "MLFLOW_ECS_CONFIG"
 
-DEFAULT_MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.18.0-full"
+DEFAULT_MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2-full"
 DEFAULT_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.12.0"
 DEFAULT_ENGINE_VERSION = "8.0.mysql_aurora.3.08.2"
 MLFLOW_PORT = 5000
@@ -235,20 +235,15 @@ def _region(v: str) -> str | None:
         return None
     if not _REGION.match(v):
         return f"{v!r} is not an AWS region name: use one like 'eu-west-1'"
-    from botocore.exceptions import BotoCoreError
-    from botocore.session import get_session
+    from botocore.loaders import create_loader
 
-    try:
-        session = get_session()
-        known = {
-            r
-            for partition in session.get_available_partitions()
-            for r in session.get_available_regions("ecs", partition)
-        }
-    except BotoCoreError:  # e.g. AWS_PROFILE names no profile: the AWS context says so, cleanly
+    try:  # botocore's small partitions file (the endpoints file costs ~0.2 s to parse)
+        partitions = create_loader().load_data("partitions")["partitions"]
+        known = {r for p in partitions for r in p.get("regions", {}) if not r.endswith("-global")}
+    except Exception:  # an unreadable data file must not stop us: AWS will say if it is wrong
         return None
     if known and v not in known:
-        return f"{v!r} is not an AWS region where ECS exists: use one like 'eu-west-1'"
+        return f"{v!r} is not a known AWS region: use one like 'eu-west-1'"
     return None
 
 
@@ -293,7 +288,10 @@ def bucket_name_problem(v: str) -> str | None:
 
 def _path(v: str) -> str | None:
     if v.startswith("/") or v.endswith("/") or "//" in v or not re.fullmatch(r"[\w./-]*", v):
-        return f"{v!r} is not a usable S3 key prefix: use letters, digits and '/', no leading or trailing '/'"
+        return (
+            f"{v!r} is not a usable S3 key prefix: use letters, digits and '/', "
+            "no leading or trailing '/'"
+        )
     return None
 
 

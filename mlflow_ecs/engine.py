@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from . import render
@@ -24,9 +25,19 @@ from .steps import (
     service,
     taskdef,
 )
-from .steps.base import KEPT, WARNING, Poll, Reporter, Resource, StepContext, null_reporter
+from .steps.base import (
+    KEPT,
+    WARNING,
+    Poll,
+    Reporter,
+    Resource,
+    StepContext,
+    aws_action,
+    in_parallel,
+    null_reporter,
+)
 
-STATUS_THREADS = 8
+STATUS_THREADS = 16
 
 
 def context(
@@ -81,35 +92,107 @@ def _join(futures: list[Future[None]]) -> None:
         f.result()
 
 
+Read = Callable[[], Any]
+
+
+def _gather(pool: ThreadPoolExecutor, reads: dict[str, Read]) -> dict[str, Any]:
+    """Run reads in parallel; results by key; the first error (in key order) is raised."""
+    futures = {key: pool.submit(read) for key, read in reads.items()}
+    return {key: f.result() for key, f in futures.items()}
+
+
+def prefetch(sc: StepContext, pool: ThreadPoolExecutor) -> None:
+    """Read the whole stack before any change: independent reads in parallel, in two rounds.
+
+    Every find checks ownership, so a same-named resource of someone else's stops `up` before
+    anything is touched. The steps then use these reads once instead of asking again.
+    """
+    n = sc.names
+    first: dict[str, Read] = {
+        "network": lambda: network.find_vpc(sc),
+        "bucket": lambda: bucket.find(sc),
+        "bucket_settings": lambda: bucket.read_settings(sc),
+        "secrets": lambda: secrets.find(sc),
+        "db_subnet_group": lambda: database.find_subnet_group(sc),
+        "db_cluster": lambda: database.find_cluster(sc),
+        "db_instance": lambda: database.find_instance(sc),
+        "logs": lambda: logs.find(sc),
+        "cluster": lambda: cluster.find(sc),
+        "loadbalancer": lambda: loadbalancer.find(sc),
+        "service": lambda: service.find_checked(sc),
+        "taskdef": lambda: taskdef.find(sc),
+    }
+    for role in (n.execution_role, n.task_role):
+        first[f"role:{role}"] = partial(iam.find, sc, role)
+        first[f"policies:{role}"] = partial(iam.read_policies, sc, role)
+    for name, value in (
+        (n.secret_client_id, sc.cfg.secrets.client_id),
+        (n.secret_client_secret, sc.cfg.secrets.client_secret),
+    ):
+        if value:
+            first[f"value:{name}"] = partial(secrets.read_value, sc, name)
+    sc.found.update(_gather(pool, first))
+
+    second: dict[str, Read] = {}
+    vpc = sc.found["network"]
+    if vpc is not None:
+        vpc_id = sc.out.vpc_id = vpc["VpcId"]
+        second["security"] = lambda: security.find(sc)
+        if not sc.cfg.network.vpc_id:
+            second["subnets"] = lambda: network.read_subnets(sc, vpc_id)
+            second["gateways"] = lambda: network.read_gateways(sc, vpc_id)
+            second["route_tables"] = lambda: network.read_public_tables(sc, vpc_id)
+    if sc.found["db_cluster"] is None:  # a new cluster is restored from the latest snapshot
+        second["db_snapshot"] = lambda: database.latest_final_snapshot(sc)
+    alb = sc.found["loadbalancer"][0]
+    if alb is not None:
+        arn = alb["LoadBalancerArn"]
+        second["lb_attributes"] = lambda: loadbalancer.read_attributes(sc, arn)
+        second["listeners"] = lambda: loadbalancer.read_listeners(sc, arn)
+    svc, latest = sc.found["service"], sc.found["taskdef"]
+    if svc and (latest is None or latest["taskDefinitionArn"] != svc["taskDefinition"]):
+        second["taskdef_current"] = lambda: taskdef.find(sc, svc["taskDefinition"])
+    sc.found.update(_gather(pool, second))
+
+
 def up(sc: StepContext, prompt: secrets.Prompt | None = None) -> UpResult:
     """Find → create if missing → update if changed → wait until ready, step by step.
 
-    The database is started early and waited for in the background; the load balancer too.
-    Both are joined only before the service, the one step that needs them ready.
+    First every read, in parallel (nothing changes if any of them fails). Then the steps, in
+    order; the database is started as soon as its network, security group and password exist,
+    and waited for in the background, the load balancer too. Both are joined only before the
+    service, the one step that needs them ready.
     """
-    values = secrets.preflight(sc, prompt)  # read-only; stops before any change
+    with ThreadPoolExecutor(max_workers=STATUS_THREADS, thread_name_prefix="read") as pool:
+        prefetch(sc, pool)
+    values = secrets.preflight(sc, prompt)  # stops before any change
     found = warnings(sc.cfg)
     for text in found:
         sc.report("warning", WARNING, text)
-    network.ensure(sc)
-    security.ensure(sc)
-    bucket.ensure(sc)
-    secrets.ensure(sc, values)
-    database.start(sc)
+    current = sc.found.get("service")
+
+    def network_and_groups() -> None:
+        network.ensure(sc)
+        security.ensure(sc)
+
+    in_parallel([network_and_groups, lambda: secrets.ensure(sc, values)])
+    database.start(sc)  # needs the private subnets, the db group and the password
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wait") as pool:
         background = [pool.submit(database.finish, sc)]
         try:
+            network.ensure_internet(sc)
+            bucket.ensure(sc)
             iam.ensure(sc)
             logs.ensure(sc)
             cluster.ensure(sc)
             loadbalancer.ensure(sc)
             background.append(pool.submit(loadbalancer.wait, sc))
-            current = service.find_checked(sc)
             taskdef.ensure(sc, current["taskDefinition"] if current else "")
             _join(background)
         except BaseException:
             sc.cancel.set()  # background waits stop at their next poll
             raise
+    sc.found.pop("service", None)
     service.ensure(sc, current)
     return UpResult(render.public_url(sc.cfg, sc.out.alb_dns), sc.out.task_definition_arn, found)
 
@@ -127,11 +210,15 @@ class StackStatus:
     @property
     def exists(self) -> bool:
         """Anything of the stack left (a referenced VPC of the user's does not count)."""
-        return any(r.present and not r.detail.endswith("(yours, referenced)") for r in self.resources)
+        return any(
+            r.present and not r.detail.endswith("(yours, referenced)") for r in self.resources
+        )
 
     @property
     def healthy(self) -> bool:
-        bad_targets = any("unhealthy" in r.detail for r in self.resources if r.kind == "target group")
+        bad_targets = any(
+            "unhealthy" in r.detail for r in self.resources if r.kind == "target group"
+        )
         everything = all(r.present for r in self.resources)
         svc = next((r for r in self.resources if r.kind == "service"), None)
         return everything and svc is not None and svc.state == "steady" and not bad_targets
@@ -143,7 +230,11 @@ class StackStatus:
             "exists": self.exists,
             "healthy": self.healthy,
             "url": self.url,
-            "service": {"running": self.running, "desired": self.desired, "task_definition": self.task_definition},
+            "service": {
+                "running": self.running,
+                "desired": self.desired,
+                "task_definition": self.task_definition,
+            },
             "resources": [asdict(r) | {"present": r.present} for r in self.resources],
         }
 
@@ -171,7 +262,18 @@ def status(sc: StepContext) -> StackStatus:
             "taskdef": pool.submit(taskdef.describe, sc, td_arn),
         }
         results |= {name: f.result() for name, f in second.items()}
-    order = ["network", "security", "bucket", "secrets", "database", "iam", "logs", "cluster", "loadbalancer", "taskdef"]
+    order = [
+        "network",
+        "security",
+        "bucket",
+        "secrets",
+        "database",
+        "iam",
+        "logs",
+        "cluster",
+        "loadbalancer",
+        "taskdef",
+    ]
     rows = [row for name in order for row in results[name]] + service_rows
     return StackStatus(
         stack=sc.names.stack,
@@ -196,7 +298,8 @@ def what_down_removes(sc: StepContext, current: StackStatus) -> tuple[list[str],
         elif r.kind == "bucket" and not sc.delete_data:
             kept.append(f"{label} and every object in it")
         elif r.kind == "secret" and not sc.delete_data:
-            kept.append(f"{label} (scheduled for deletion, {secrets.RECOVERY_WINDOW_DAYS}-day recovery window)")
+            days = secrets.RECOVERY_WINDOW_DAYS
+            kept.append(f"{label} (scheduled for deletion, {days}-day recovery window)")
         elif r.kind == "database cluster" and not sc.delete_data:
             removed.append(f"{label} (after a final snapshot, which `up` restores)")
         else:
@@ -207,24 +310,51 @@ def what_down_removes(sc: StepContext, current: StackStatus) -> tuple[list[str],
 
 
 def down(sc: StepContext) -> None:
-    """Remove in reverse order; independent deletions run together. Data is kept unless asked."""
+    """Remove in reverse order; independent deletions run together. Data is kept unless asked.
+
+    After the service: the database chain (writer, then cluster, then subnet group), the load
+    balancer chain, and everything else at once; then the security groups beside the VPC's
+    gateway, subnets and routes; the VPC last.
+    """
     database.check_deletable(sc)  # refuses before any change
     service.delete(sc)
-    others = [taskdef.delete, cluster.delete, logs.delete, iam.delete, secrets.delete, bucket.delete]
+    network.describe(sc)  # the VPC id, for the groups and the VPC's contents
 
-    def rest(ctx: StepContext) -> None:
-        for step in others:
-            step(ctx)
+    def rest() -> None:
+        steps = [
+            taskdef.delete,
+            cluster.delete,
+            logs.delete,
+            iam.delete,
+            secrets.delete,
+            bucket.delete,
+        ]
+        in_parallel([partial(step, sc) for step in steps], workers=6)
 
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="down") as pool:
-        futures = [pool.submit(fn, sc) for fn in (database.delete, loadbalancer.delete, rest)]
-        try:
-            _join(futures)
-        except BaseException:
-            sc.cancel.set()
-            raise
-    network.describe(sc)  # the VPC id, for the security groups
-    security.delete(sc)
+    try:
+        in_parallel([lambda: database.delete(sc), lambda: loadbalancer.delete(sc), rest], workers=3)
+    except BaseException:
+        sc.cancel.set()
+        raise
+    in_parallel([lambda: security.delete(sc), lambda: network.delete_contents(sc)])
     network.delete(sc)
     if not sc.delete_data:
-        sc.report("data", KEPT, "bucket, final snapshot and (recoverable) secrets: `up` brings them back")
+        sc.report(
+            "data", KEPT, "bucket, final snapshot and (recoverable) secrets: `up` brings them back"
+        )
+
+
+def registered_task_definition(sc: StepContext, arn: str) -> dict[str, Any] | None:
+    """The task definition as AWS holds it (the one the service runs), for showing it."""
+    if not arn:
+        return None
+    with aws_action(f"read the task definition {arn}"):
+        return taskdef.find(sc, arn)
+
+
+def kept_snapshot(sc: StepContext) -> str:
+    """The final snapshot `down` left (what the next `up` restores), or ''."""
+    if sc.delete_data:
+        return ""
+    snap = database.latest_final_snapshot(sc)
+    return str(snap["DBClusterSnapshotIdentifier"]) if snap else ""

@@ -16,12 +16,12 @@ MLFLOW = "mlflow"
 PROXY = "oauth2-proxy"
 PROXY_MEMORY_RESERVATION = 64
 UPLOAD_TIMEOUT_SECONDS = 900  # proxied artifacts pass through the proxy and the ALB
-MLFLOW_STOP_TIMEOUT = 30  # MLflow needs ~6 s to exit on SIGTERM; Fargate allows up to 120
+MLFLOW_STOP_TIMEOUT = 60  # uvicorn exits ~6 s after SIGTERM, gunicorn ~20 s; Fargate allows 120
 EXECUTION_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 
 # Percent-encode the password inside the container (SQLAlchemy decodes %XX). The image has Python.
 ENCODE_PASSWORD = (
-    "python -c 'import os,urllib.parse as u;print(u.quote(os.environ[\"DB_PASSWORD\"],safe=\"\"))'"
+    'python -c \'import os,urllib.parse as u;print(u.quote(os.environ["DB_PASSWORD"],safe=""))\''
 )
 
 
@@ -118,7 +118,7 @@ def mlflow_container(cfg: Config, names: Names, refs: TaskRefs) -> dict[str, Any
     if cfg.database.min_capacity == 0:
         env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"  # let Aurora auto-pause
     health = (
-        "python -c \"import urllib.request;"
+        'python -c "import urllib.request;'
         f"urllib.request.urlopen('http://127.0.0.1:{cfg.mlflow.port}/health',timeout=4)\""
         " || exit 1"
     )
@@ -177,7 +177,11 @@ def proxy_container(cfg: Config, names: Names, refs: TaskRefs) -> dict[str, Any]
         "essential": True,
         "command": proxy_args(cfg, names),
         "portMappings": [
-            {"containerPort": cfg.oauth2_proxy.port, "hostPort": cfg.oauth2_proxy.port, "protocol": "tcp"}
+            {
+                "containerPort": cfg.oauth2_proxy.port,
+                "hostPort": cfg.oauth2_proxy.port,
+                "protocol": "tcp",
+            }
         ],
         "secrets": _secrets(
             {
@@ -291,9 +295,7 @@ PUBLIC_ACCESS_BLOCK = {
     "RestrictPublicBuckets": True,
 }
 
-BUCKET_ENCRYPTION = {
-    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-}
+BUCKET_ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
 
 
 # --- Security groups -------------------------------------------------------------------------

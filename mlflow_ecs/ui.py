@@ -38,12 +38,14 @@ STYLES = {
 DONE = {"unchanged", "ready", "deleted", "kept", "absent", "failed"}
 
 
+# No markup and no emoji codes: AWS text is printed as it is (an ARN's ":secret:" would turn
+# into an emoji, a "[...]" into a style).
 def stdout() -> Console:
-    return Console(soft_wrap=True)
+    return Console(soft_wrap=True, markup=False, emoji=False)
 
 
 def stderr() -> Console:
-    return Console(stderr=True, soft_wrap=True)
+    return Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 
 
 def interactive() -> bool:
@@ -70,7 +72,9 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
+            self._live = Live(
+                self._render(), console=self.console, refresh_per_second=8, transient=False
+            )
             self._live.__enter__()
         return self
 
@@ -88,7 +92,7 @@ class Progress:
                 return
             now = time.monotonic()
             line = self.lines.get(resource)
-            if line is None or line.ended is not None and state not in DONE:
+            if line is None or (line.ended is not None and state not in DONE):
                 line = self.lines[resource] = _Line(state, detail, now)
             line.state, line.detail = state, detail or line.detail
             line.ended = now if state in DONE else None
@@ -96,7 +100,9 @@ class Progress:
                 self._live.update(self._render())
             else:
                 elapsed = f"{now - line.started:5.1f}s" if state in DONE else "      "
-                self.console.print(f"{elapsed} {resource:<22} {state:<10} {detail}", highlight=False)
+                self.console.print(
+                    f"{elapsed} {resource:<22} {state:<10} {detail}", highlight=False
+                )
 
     def _render(self) -> Table:
         table = Table.grid(padding=(0, 2))
@@ -134,7 +140,9 @@ def status_table(st: StackStatus) -> None:
         table.add_row(r.kind, r.name, r.id or "-", Text(r.state, style=style or "green"), r.detail)
     out.print(table)
     health = "healthy" if st.healthy else ("missing" if not st.exists else "NOT healthy")
-    out.print(f"service: {st.running}/{st.desired} tasks running; stack is {health}", highlight=False)
+    out.print(
+        f"service: {st.running}/{st.desired} tasks running; stack is {health}", highlight=False
+    )
     if st.url:
         out.print(f"url: {st.url}", highlight=False)
 
@@ -161,3 +169,61 @@ def bullet_list(title: str, items: list[str]) -> None:
     console.print(Text(title, style="bold"))
     for item in items:
         console.print(f"  - {item}", highlight=False)
+
+
+def export_lines(lines: list[str]) -> None:
+    """Shell lines on stdout, flushed at once (a script may be reading them from a pipe)."""
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
+
+
+def _shell_lines(script: str) -> list[str]:
+    """One `sh -c` string, broken after each `;` and before each long option, for reading."""
+    lines: list[str] = []
+    statements = script.split("; ")
+    for n, statement in enumerate(statements):
+        parts = statement.split(" --")
+        block = [parts[0]] + [f"  --{p}" for p in parts[1:]]
+        block = [f"{line} \\" for line in block[:-1]] + [block[-1]]
+        if n < len(statements) - 1:
+            block[-1] += ";"
+        lines += block
+    return lines
+
+
+def _container_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("image", c.get("image", ""))]
+    entry, command = c.get("entryPoint") or [], c.get("command") or []
+    if entry:
+        rows.append(("entryPoint", " ".join(entry)))
+    if entry[-2:] == ["sh", "-c"] and len(command) == 1:
+        rows += [("command", line) for line in _shell_lines(command[0])]
+    else:
+        rows += [("command", arg) for arg in command]
+    for s in c.get("secrets") or []:
+        rows.append(("secrets", f"{s['name']} ← {s['valueFrom']}"))
+    ports = [
+        f"{p['containerPort']}/{p.get('protocol', 'tcp')}" for p in c.get("portMappings") or []
+    ]
+    rows.append(("ports", ", ".join(ports) or "none published (reachable only inside the task)"))
+    return rows
+
+
+def task_containers(td: dict[str, Any]) -> None:
+    """The containers of a registered task definition, readable: what runs, with which secrets
+    (their Secrets Manager references: a task definition never holds a value) and which ports."""
+    out = stdout()
+    revision = str(td.get("taskDefinitionArn", "")).rsplit("/", 1)[-1]
+    size = f"{td.get('cpu', '?')} CPU units, {td.get('memory', '?')} MiB"
+    out.print(Text(f"Task definition {revision} ({size})", style="bold"))
+    for c in td.get("containerDefinitions", []):
+        out.print(Text(f"  container {c.get('name', '?')}", style="bold cyan"))
+        previous = ""
+        for label, value in _container_rows(c):
+            shown = "" if label == previous else label
+            out.print(Text(f"    {shown:<11} {value}"), highlight=False)
+            previous = label
+
+
+def heading(text: str) -> None:
+    stderr().rule(Text(text, style="bold"), align="left")

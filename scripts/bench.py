@@ -66,6 +66,8 @@ class Simulator:
         self.last_seen: dict[str, Any] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
+        self.t0 = time.monotonic()
+        self.timeline: dict[str, float] = {}
 
     # -- helpers ---------------------------------------------------------------------------
     def _within(self, table: dict[str, float], kind: str) -> bool:
@@ -80,12 +82,18 @@ class Simulator:
             ("after-call.rds.CreateDBCluster", self.mark("cluster", self.created)),
             ("after-call.rds.RestoreDBClusterFromSnapshot", self.mark("cluster", self.created)),
             ("after-call.rds.CreateDBInstance", self.mark("instance", self.created)),
-            ("after-call.elastic-load-balancing-v2.CreateLoadBalancer", self.mark("alb", self.created)),
+            (
+                "after-call.elastic-load-balancing-v2.CreateLoadBalancer",
+                self.mark("alb", self.created),
+            ),
             ("after-call.ecs.CreateService", self.mark("service", self.created)),
             ("after-call.ecs.UpdateService", self.mark_deployment),
             ("after-call.rds.DeleteDBCluster", self.mark("cluster", self.deleted)),
             ("after-call.rds.DeleteDBInstance", self.mark("instance", self.deleted)),
-            ("after-call.elastic-load-balancing-v2.DeleteLoadBalancer", self.mark("alb", self.deleted)),
+            (
+                "after-call.elastic-load-balancing-v2.DeleteLoadBalancer",
+                self.mark("alb", self.deleted),
+            ),
             ("after-call.ecs.DeleteService", self.mark("service", self.deleted)),
             ("after-call.rds.DescribeDBClusters", self.db_clusters),
             ("after-call.rds.DescribeDBInstances", self.db_instances),
@@ -100,6 +108,8 @@ class Simulator:
         _, service, op = event_name.split(".", 2)
         with self.lock:
             self.calls[f"{service}.{op}"] += 1
+            if not op.startswith(("Describe", "Get", "List", "Head")):
+                self.timeline.setdefault(f"{service}.{op}", time.monotonic() - self.t0)
 
     def mark(self, kind: str, table: dict[str, float]) -> Any:
         def hook(http_response: Any, **_: Any) -> None:
@@ -116,11 +126,16 @@ class Simulator:
     def refuse_cluster_delete(self, **_: Any) -> Any:
         if self._within(self.deleted, "instance"):
             time.sleep(self.rtt)
-            error = {"Code": "InvalidDBClusterStateFault", "Message": "Cluster still has instances being deleted."}
+            error = {
+                "Code": "InvalidDBClusterStateFault",
+                "Message": "Cluster still has instances being deleted.",
+            }
             return FakeHttp(400), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
         return None
 
-    def _resurrect(self, http: Any, parsed: dict[str, Any], kind: str, key: str, patch: dict[str, Any]) -> bool:
+    def _resurrect(
+        self, http: Any, parsed: dict[str, Any], kind: str, key: str, patch: dict[str, Any]
+    ) -> bool:
         """During a deletion window, answer 'still there, deleting' instead of 'not found'."""
         if not self._within(self.deleted, kind) or kind not in self.last_seen:
             return False
@@ -145,7 +160,9 @@ class Simulator:
             if self._within(self.created, "instance"):
                 i["DBInstanceStatus"] = "creating"
         if not parsed.get("DBInstances"):
-            self._resurrect(http_response, parsed, "instance", "DBInstances", {"DBInstanceStatus": "deleting"})
+            self._resurrect(
+                http_response, parsed, "instance", "DBInstances", {"DBInstanceStatus": "deleting"}
+            )
 
     def load_balancers(self, http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
         for lb in parsed.get("LoadBalancers", []):
@@ -153,7 +170,9 @@ class Simulator:
             if self._within(self.created, "alb"):
                 lb["State"] = {"Code": "provisioning"}
         if not parsed.get("LoadBalancers"):
-            self._resurrect(http_response, parsed, "alb", "LoadBalancers", {"State": {"Code": "active"}})
+            self._resurrect(
+                http_response, parsed, "alb", "LoadBalancers", {"State": {"Code": "active"}}
+            )
 
     def services(self, parsed: dict[str, Any], **_: Any) -> None:
         for svc in parsed.get("services", []):
@@ -164,6 +183,25 @@ class Simulator:
                 for d in svc.get("deployments", []):
                     d["rolloutState"] = "IN_PROGRESS"
                     d["runningCount"] = 0
+
+
+def warm_up(tmp: str) -> None:
+    """One untimed up + down of another stack: moto compiles each response template and loads
+    each backend on first use (tens of ms per operation, ~1 s for RDS), which AWS never does."""
+    cfg = Path(tmp, "warmup.toml")
+    cfg.write_text(CONFIG.replace('name = "bench"', 'name = "warmup"'))
+    for args in (["up"], ["status"], ["down", "--yes"]):
+        run_cli(["--config", str(cfg), *args])
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"moto server did not start on port {port}")
 
 
 def free_port() -> int:
@@ -185,7 +223,8 @@ def run_cli(args: list[str]) -> int:
 
 def measure(sim: Simulator, name: str, args: list[str], critical: float | None) -> dict[str, Any]:
     sim.calls.clear()
-    start = time.monotonic()
+    sim.timeline.clear()
+    start = sim.t0 = time.monotonic()
     code = run_cli(args)
     wall = time.monotonic() - start
     row: dict[str, Any] = {
@@ -194,6 +233,9 @@ def measure(sim: Simulator, name: str, args: list[str], critical: float | None) 
         "wall_s": round(wall, 2),
         "api_calls": sum(sim.calls.values()),
         "calls": dict(sorted(sim.calls.items())),
+    }
+    row["first_write_s"] = {
+        k: round(v, 2) for k, v in sorted(sim.timeline.items(), key=lambda kv: kv[1])
     }
     if critical:
         row["critical_path_s"] = critical
@@ -213,7 +255,9 @@ def help_time() -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rtt-ms", type=float, default=30)
     parser.add_argument("--cluster-s", type=float, default=5)
     parser.add_argument("--instance-s", type=float, default=8)
@@ -221,6 +265,7 @@ def main() -> int:
     parser.add_argument("--service-s", type=float, default=3)
     parser.add_argument("--poll", type=float, default=0.25, help="MLFLOW_ECS_POLL_INTERVAL")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--timeline", action="store_true", help="when each kind of write first ran")
     opts = parser.parse_args()
 
     port = free_port()
@@ -237,17 +282,27 @@ def main() -> int:
         OAUTH2_PROXY_CLIENT_SECRET="bench-client-secret",
         MLFLOW_ECS_POLL_INTERVAL=str(opts.poll),
     )
-    from moto.server import ThreadedMotoServer
-
     from mlflow_ecs import aws
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    delays = {"cluster": opts.cluster_s, "instance": opts.instance_s, "alb": opts.alb_s, "service": opts.service_s}
+    # moto in its own process, like AWS on the other side of a network: sharing this process
+    # would make the tool's threads and the emulator's compete for one interpreter lock.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    delays = {
+        "cluster": opts.cluster_s,
+        "instance": opts.instance_s,
+        "alb": opts.alb_s,
+        "service": opts.service_s,
+    }
     sim = Simulator(opts.rtt_ms / 1000, delays)
-    aws.GLOBAL_HOOKS[:] = sim.hooks()
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            warm_up(tmp)
+            aws.GLOBAL_HOOKS[:] = sim.hooks()
             cfg = Path(tmp, "bench.toml")
             cfg.write_text(CONFIG)
             c = ["--config", str(cfg)]
@@ -261,21 +316,32 @@ def main() -> int:
             ]
     finally:
         aws.GLOBAL_HOOKS.clear()
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
     help_s = help_time()
     if opts.json:
         print(json.dumps({"rows": rows, "help_s": round(help_s, 3), "args": vars(opts)}, indent=2))
         return 0
-    print(f"rtt {opts.rtt_ms:g} ms; delays cluster {opts.cluster_s:g}s, writer {opts.instance_s:g}s, "
-          f"ALB {opts.alb_s:g}s, service {opts.service_s:g}s; poll {opts.poll:g}s")
+    print(
+        f"rtt {opts.rtt_ms:g} ms; delays cluster {opts.cluster_s:g}s, writer {opts.instance_s:g}s, "
+        f"ALB {opts.alb_s:g}s, service {opts.service_s:g}s; poll {opts.poll:g}s"
+    )
     print(f"{'command':<16} {'exit':>4} {'wall s':>7} {'calls':>6} {'critical s':>10} {'ratio':>6}")
     for r in rows:
         crit = f"{r['critical_path_s']:.2f}" if "critical_path_s" in r else "-"
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else "-"
-        print(f"{r['command']:<16} {r['exit']:>4} {r['wall_s']:>7.2f} {r['api_calls']:>6} {crit:>10} {ratio:>6}")
+        print(
+            f"{r['command']:<16} {r['exit']:>4} {r['wall_s']:>7.2f} {r['api_calls']:>6} "
+            f"{crit:>10} {ratio:>6}"
+        )
     print(f"{'--help':<16} {'':>4} {help_s:>7.3f}")
     for r in rows:
         print(f"\n{r['command']} calls: " + ", ".join(f"{k} {v}" for k, v in r["calls"].items()))
+        if opts.timeline:
+            print(
+                "  first writes (s): "
+                + ", ".join(f"{k} {v}" for k, v in r["first_write_s"].items())
+            )
     return 0
 
 

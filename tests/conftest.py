@@ -74,7 +74,9 @@ def aws(moto: None, calls: Calls) -> AwsContext:
     return AwsContext(REGION, hooks=[("before-call.*.*", calls.hook)])
 
 
-def make_config(data: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> config.Config:
+def make_config(
+    data: dict[str, Any] | None = None, env: dict[str, str] | None = None
+) -> config.Config:
     """A validated Config from a TOML-shaped dict (stack name 'mlflow' unless given)."""
     doc = {"stack": {"name": "mlflow"}} | (data or {})
     return config.parse(doc, ENV if env is None else env)

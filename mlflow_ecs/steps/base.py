@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -67,11 +68,13 @@ class Outputs:
     db_password: str = field(default="", repr=False)
     secrets_changed: bool = False
     db_endpoint: str = ""
+    db_status: str = ""
     execution_role_arn: str = ""
     task_role_arn: str = ""
     cluster_arn: str = ""
     alb_arn: str = ""
     alb_dns: str = ""
+    alb_state: str = ""
     target_group_arn: str = ""
     task_definition_arn: str = ""
 
@@ -101,6 +104,20 @@ class StepContext:
     out: Outputs = field(default_factory=Outputs)
     cancel: threading.Event = field(default_factory=threading.Event)
     delete_data: bool = False
+    # Reads made ahead of time (in parallel, before any change) by the engine, by key.
+    found: dict[str, Any] = field(default_factory=dict)
+
+    # When set, fresh reads are kept for the next take (status right before down --yes).
+    remember: bool = False
+
+    def take(self, key: str, read: Callable[[], T]) -> T:
+        """The prefetched result of a read (used once: later reads go to AWS), or a fresh read."""
+        if key in self.found:
+            return self.found.pop(key)  # type: ignore[no-any-return]
+        value = read()
+        if self.remember:
+            self.found[key] = value
+        return value
 
     @property
     def tags(self) -> dict[str, str]:
@@ -124,7 +141,9 @@ def require_owned(kind: str, name: str, tags: Mapping[str, str], stack: str) -> 
     )
 
 
-def tags_differ(want: Mapping[str, str], have: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+def tags_differ(
+    want: Mapping[str, str], have: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
     """(tags to set, keys to remove), ignoring AWS's own `aws:` keys."""
     have = {k: v for k, v in have.items() if not k.startswith("aws:")}
     to_set = {k: v for k, v in want.items() if have.get(k) != v}
@@ -170,11 +189,14 @@ def wait_until(
     start = sc.poll.clock()
     reported = False
     while True:
+        probed = sc.poll.clock()
         state = probe()
         if done(state):
             return state
         if reason := failed(state):
-            raise AwsError(f"{what} failed: {reason}", "Fix the cause and run the same command again.")
+            raise AwsError(
+                f"{what} failed: {reason}", "Fix the cause and run the same command again."
+            )
         elapsed = sc.poll.clock() - start
         if elapsed >= limit:
             raise WaitTimeout(
@@ -186,7 +208,8 @@ def wait_until(
         if not reported:
             sc.report(what, WAITING, describe(state))
             reported = True
-        sc.poll.sleep(sc.poll.interval)
+        # One probe per interval (the probe's own round trip is part of the interval).
+        sc.poll.sleep(max(0.0, probed + sc.poll.interval - sc.poll.clock()))
 
 
 def retry_on(
@@ -207,3 +230,15 @@ def retry_on(
                 raise
             sc.poll.sleep(min(sc.poll.interval * (attempt + 1), 15.0))
     raise AssertionError("unreachable")
+
+
+def in_parallel(calls: Sequence[Callable[[], T]], workers: int = 4) -> list[T]:
+    """Run independent calls at once (boto3 clients are thread-safe); results in order.
+
+    Every call runs to its end; the first error, in order, is raised.
+    """
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=min(workers, len(calls))) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]

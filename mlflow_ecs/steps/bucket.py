@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from .. import render
 from ..aws import tag_dict, tag_list
-from ..errors import NotOwnedError, error_code
+from ..errors import AwsError, NotOwnedError, error_code
 from .base import (
     CREATING,
     DELETED,
@@ -40,15 +40,19 @@ def _exists(sc: StepContext) -> bool:
             return False
         if code in {"403", "AccessDenied"}:
             raise NotOwnedError(
-                f"The bucket name {name!r} is taken by another AWS account (or you may not read it).",
+                f"The bucket name {name!r} is taken by another AWS account "
+                "(or you may not read it).",
                 "Set artifacts.bucket to another globally unique name.",
             ) from None
         raise
 
 
 def _tags(sc: StepContext) -> dict[str, str]:
-    got = missing_on({"NoSuchTagSet", "NoSuchTagSetError"}, lambda: sc.aws.s3.get_bucket_tagging(Bucket=sc.names.bucket))
-    return tag_dict(got["TagSet"] if got else [])  # type: ignore[arg-type]
+    got = missing_on(
+        {"NoSuchTagSet", "NoSuchTagSetError"},
+        lambda: sc.aws.s3.get_bucket_tagging(Bucket=sc.names.bucket),
+    )
+    return tag_dict(got["TagSet"] if got else [])
 
 
 def find(sc: StepContext) -> dict[str, str] | None:
@@ -64,7 +68,7 @@ def find(sc: StepContext) -> dict[str, str] | None:
 def ensure(sc: StepContext) -> None:
     name = sc.names.bucket
     sc.out.bucket = name
-    tags = find(sc)
+    tags = sc.take("bucket", lambda: find(sc))
     s3 = sc.aws.s3
     if tags is None:
         sc.report("bucket", CREATING, name)
@@ -74,7 +78,10 @@ def ensure(sc: StepContext) -> None:
                 args["CreateBucketConfiguration"] = {"LocationConstraint": sc.aws.region}
             s3.create_bucket(**args)
         tags = {}
-    changes = _settings_changes(sc, tags)
+    settings = sc.take("bucket_settings", lambda: read_settings(sc)) or read_settings(sc)
+    if settings is None:
+        raise AwsError(f"The bucket {name} vanished while being set up.", "Run `up` again.")
+    changes = setting_changes(sc, tags, settings)
     if not changes:
         sc.report("bucket", UNCHANGED, name)
         return
@@ -84,30 +91,46 @@ def ensure(sc: StepContext) -> None:
             _APPLY[change](sc)
 
 
-def _settings_changes(sc: StepContext, tags: dict[str, str]) -> list[str]:
-    """Which settings differ from what they should be (policy last: see notes/moto.md)."""
+def read_settings(sc: StepContext) -> dict[str, Any] | None:
+    """The bucket's public access block, encryption, versioning and policy (None: no bucket)."""
     s3, name = sc.aws.s3, sc.names.bucket
-    changes = []
     with aws_action(f"read the settings of the bucket {name}"):
-        block = missing_on(
-            {"NoSuchPublicAccessBlockConfiguration"}, lambda: s3.get_public_access_block(Bucket=name)
-        )
-        if not block or block["PublicAccessBlockConfiguration"] != render.PUBLIC_ACCESS_BLOCK:
-            changes.append("public access block")
+        try:
+            block = missing_on(
+                {"NoSuchPublicAccessBlockConfiguration"},
+                lambda: s3.get_public_access_block(Bucket=name),
+            )
+        except ClientError as exc:
+            if error_code(exc) in {"NoSuchBucket", "404"}:
+                return None
+            raise
         enc = missing_on(
             {"ServerSideEncryptionConfigurationNotFoundError"},
             lambda: s3.get_bucket_encryption(Bucket=name),
         )
-        rules = enc["ServerSideEncryptionConfiguration"]["Rules"] if enc else []
-        if not rules or "ApplyServerSideEncryptionByDefault" not in rules[0]:
-            changes.append("encryption")
-        if s3.get_bucket_versioning(Bucket=name).get("Status") != "Enabled":
-            changes.append("versioning")
-        if any(tags_differ(sc.tags, tags)):
-            changes.append("tags")
         policy = missing_on({"NoSuchBucketPolicy"}, lambda: s3.get_bucket_policy(Bucket=name))
-        if not policy or json.loads(policy["Policy"]) != render.bucket_policy(name):
-            changes.append("policy")
+        return {
+            "block": block["PublicAccessBlockConfiguration"] if block else None,
+            "encryption": enc["ServerSideEncryptionConfiguration"]["Rules"] if enc else [],
+            "versioning": s3.get_bucket_versioning(Bucket=name).get("Status"),
+            "policy": json.loads(policy["Policy"]) if policy else None,
+        }
+
+
+def setting_changes(sc: StepContext, tags: dict[str, str], have: dict[str, Any]) -> list[str]:
+    """Which settings differ from what they should be (policy last: see notes/moto.md)."""
+    changes = []
+    if have["block"] != render.PUBLIC_ACCESS_BLOCK:
+        changes.append("public access block")
+    rules = have["encryption"]
+    if not rules or "ApplyServerSideEncryptionByDefault" not in rules[0]:
+        changes.append("encryption")
+    if have["versioning"] != "Enabled":
+        changes.append("versioning")
+    if any(tags_differ(sc.tags, tags)):
+        changes.append("tags")
+    if have["policy"] != render.bucket_policy(sc.names.bucket):
+        changes.append("policy")
     return changes
 
 
@@ -131,7 +154,7 @@ _APPLY = {
 
 
 def describe(sc: StepContext) -> list[Resource]:
-    tags = find(sc)
+    tags = sc.take("bucket", lambda: find(sc))
     if tags is None:
         return [Resource("bucket", sc.names.bucket)]
     sc.out.bucket = sc.names.bucket
@@ -140,7 +163,7 @@ def describe(sc: StepContext) -> list[Resource]:
 
 def delete(sc: StepContext) -> None:
     name = sc.names.bucket
-    if find(sc) is None:
+    if sc.take("bucket", lambda: find(sc)) is None:
         sc.report("bucket", DELETED, "already gone")
         return
     if not sc.delete_data:

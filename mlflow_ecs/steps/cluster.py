@@ -14,6 +14,7 @@ from .base import (
     Resource,
     StepContext,
     aws_action,
+    gone_ok,
     require_owned,
     tags_differ,
 )
@@ -31,19 +32,23 @@ def find(sc: StepContext) -> dict[str, Any] | None:
     if not active:
         return None
     cluster = dict(active[0])
-    require_owned("ECS cluster", name, tag_dict(cluster.get("tags"), "key", "value"), sc.names.stack)
+    require_owned(
+        "ECS cluster", name, tag_dict(cluster.get("tags"), "key", "value"), sc.names.stack
+    )
     return cluster
 
 
 def ensure(sc: StepContext) -> None:
     name = sc.names.ecs_cluster
-    cluster = find(sc)
+    cluster = sc.take("cluster", lambda: find(sc))
     ecs = sc.aws.ecs
     if cluster is None:
         # Only when missing: a second create_cluster may reset an existing one.
         sc.report("ecs cluster", CREATING, name)
         with aws_action(f"create the ECS cluster {name}"):
-            arn = ecs.create_cluster(clusterName=name, tags=_ecs_tags(sc.tags))["cluster"]["clusterArn"]
+            arn = ecs.create_cluster(clusterName=name, tags=_ecs_tags(sc.tags))["cluster"][
+                "clusterArn"
+            ]
         sc.out.cluster_arn = arn
         return
     sc.out.cluster_arn = cluster["clusterArn"]
@@ -60,22 +65,23 @@ def ensure(sc: StepContext) -> None:
 
 
 def describe(sc: StepContext) -> list[Resource]:
-    cluster = find(sc)
+    cluster = sc.take("cluster", lambda: find(sc))
     if cluster is None:
         return [Resource("ecs cluster", sc.names.ecs_cluster)]
     sc.out.cluster_arn = cluster["clusterArn"]
-    return [Resource("ecs cluster", sc.names.ecs_cluster, cluster["clusterArn"], cluster["status"].lower())]
+    return [
+        Resource(
+            "ecs cluster", sc.names.ecs_cluster, cluster["clusterArn"], cluster["status"].lower()
+        )
+    ]
 
 
 def delete(sc: StepContext) -> None:
     name = sc.names.ecs_cluster
-    if find(sc) is None:
+    if sc.take("cluster", lambda: find(sc)) is None:
         sc.report("ecs cluster", DELETED, "already gone")
         return
     sc.report("ecs cluster", DELETING, name)
     with aws_action(f"delete the ECS cluster {name}"):
-        try:
-            sc.aws.ecs.delete_cluster(cluster=name)
-        except sc.aws.ecs.exceptions.ClusterNotFoundException:
-            pass
+        gone_ok({"ClusterNotFoundException"}, lambda: sc.aws.ecs.delete_cluster(cluster=name))
     sc.report("ecs cluster", DELETED, name)

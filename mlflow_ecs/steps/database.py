@@ -26,6 +26,7 @@ from .base import (
     StepContext,
     aws_action,
     gone_ok,
+    in_parallel,
     missing_on,
     require_owned,
     retry_on,
@@ -52,7 +53,9 @@ def find_cluster(sc: StepContext) -> dict[str, Any] | None:
     if not clusters:
         return None
     cluster = dict(clusters[0])
-    require_owned("database cluster", sc.names.db_cluster, tag_dict(cluster.get("TagList")), sc.names.stack)
+    require_owned(
+        "database cluster", sc.names.db_cluster, tag_dict(cluster.get("TagList")), sc.names.stack
+    )
     return cluster
 
 
@@ -78,7 +81,12 @@ def latest_final_snapshot(sc: StepContext) -> dict[str, Any] | None:
         if s["DBClusterSnapshotIdentifier"].startswith(sc.names.snapshot_prefix)
         and s.get("Status", "available") == "available"
     ]
-    ours.sort(key=lambda s: (s.get("SnapshotCreateTime") or dt.datetime.min, s["DBClusterSnapshotIdentifier"]))
+    ours.sort(
+        key=lambda s: (
+            s.get("SnapshotCreateTime") or dt.datetime.min,
+            s["DBClusterSnapshotIdentifier"],
+        )
+    )
     return dict(ours[-1]) if ours else None
 
 
@@ -90,32 +98,44 @@ def _scaling(sc: StepContext) -> dict[str, float]:
 def start(sc: StepContext) -> None:
     """Subnet group and cluster: create or update, without waiting."""
     _ensure_subnet_group(sc)
-    cluster = find_cluster(sc)
+    cluster = sc.take("db_cluster", lambda: find_cluster(sc))
     if cluster is None:
         cluster = _create_cluster(sc)
+        cluster["Status"] = "creating"
     else:
         _update_cluster(sc, cluster)
     sc.out.db_endpoint = cluster.get("Endpoint", "")
+    sc.out.db_status = str(cluster.get("Status", ""))
+
+
+def find_subnet_group(sc: StepContext) -> dict[str, Any] | None:
+    """The DB subnet group, ownership checked (its describe carries no tags: one more call)."""
+    name = sc.names.db_subnet_group
+    with aws_action(f"find the DB subnet group {name}"):
+        got = missing_on(
+            SUBNET_GROUP_MISSING,
+            lambda: sc.aws.rds.describe_db_subnet_groups(DBSubnetGroupName=name),
+        )
+    if got is None:
+        return None
+    _check_subnet_group_owned(sc)
+    return dict(got["DBSubnetGroups"][0])
 
 
 def _ensure_subnet_group(sc: StepContext) -> None:
     rds, name = sc.aws.rds, sc.names.db_subnet_group
+    group = sc.take("db_subnet_group", lambda: find_subnet_group(sc))
+    want = sorted(sc.out.private_subnets)
     with aws_action(f"set up the DB subnet group {name}"):
-        got = missing_on(
-            SUBNET_GROUP_MISSING, lambda: rds.describe_db_subnet_groups(DBSubnetGroupName=name)
-        )
-        want = sorted(sc.out.private_subnets)
-        if got is None:
+        if group is None:
             sc.report("db subnet group", CREATING, name)
             rds.create_db_subnet_group(
                 DBSubnetGroupName=name,
                 DBSubnetGroupDescription=f"mlflow-ecs {sc.names.stack}: private subnets",
                 SubnetIds=want,
-                Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+                Tags=tag_list(sc.tags),
             )
             return
-        _check_subnet_group_owned(sc)  # before any change: never modify a stranger's group
-        group = got["DBSubnetGroups"][0]
         have = sorted(s["SubnetIdentifier"] for s in group.get("Subnets", []))
         if have != want:
             sc.report("db subnet group", UPDATING, name)
@@ -124,7 +144,7 @@ def _ensure_subnet_group(sc: StepContext) -> None:
 
 def _create_cluster(sc: StepContext) -> dict[str, Any]:
     d, name = sc.cfg.database, sc.names.db_cluster
-    snapshot = latest_final_snapshot(sc)
+    snapshot = sc.take("db_snapshot", lambda: latest_final_snapshot(sc))
     common: dict[str, Any] = {
         "DBClusterIdentifier": name,
         "Engine": ENGINE,
@@ -143,7 +163,9 @@ def _create_cluster(sc: StepContext) -> dict[str, Any]:
         tags = tag_list({**sc.tags, RESTORED_FROM_TAG: snap_id})
         with aws_action(f"restore the database cluster {name} from {snap_id}"):
             cluster = rds.restore_db_cluster_from_snapshot(
-                SnapshotIdentifier=snap_id, Tags=tags, **common  # type: ignore[arg-type]
+                SnapshotIdentifier=snap_id,
+                Tags=tags,
+                **common,
             )["DBCluster"]
             # The snapshot carries the old master password; make it the stored one again.
             rds.modify_db_cluster(
@@ -161,7 +183,7 @@ def _create_cluster(sc: StepContext) -> dict[str, Any]:
             MasterUserPassword=secrets.db_password(sc),
             StorageEncrypted=True,
             BackupRetentionPeriod=d.backup_retention_days,
-            Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+            Tags=tag_list(sc.tags),
             **common,
         )["DBCluster"]
     return dict(cluster)
@@ -171,7 +193,9 @@ def _check_subnet_group_owned(sc: StepContext) -> None:
     arn = f"arn:aws:rds:{sc.aws.region}:{sc.aws.account_id}:subgrp:{sc.names.db_subnet_group}"
     with aws_action("read the DB subnet group's tags"):
         got = sc.aws.rds.list_tags_for_resource(ResourceName=arn)
-    require_owned("DB subnet group", sc.names.db_subnet_group, tag_dict(got.get("TagList")), sc.names.stack)  # type: ignore[arg-type]
+    require_owned(
+        "DB subnet group", sc.names.db_subnet_group, tag_dict(got.get("TagList")), sc.names.stack
+    )
 
 
 def cluster_changes(sc: StepContext, cluster: dict[str, Any]) -> dict[str, Any]:
@@ -202,13 +226,17 @@ def _update_cluster(sc: StepContext, cluster: dict[str, Any]) -> None:
     if not changes and not to_set and not to_remove:
         sc.report("database cluster", UNCHANGED, name)
         return
-    sc.report("database cluster", UPDATING, f"{name}: {', '.join([*changes, *(['tags'] if to_set or to_remove else [])])}")
+    sc.report(
+        "database cluster",
+        UPDATING,
+        f"{name}: {', '.join([*changes, *(['tags'] if to_set or to_remove else [])])}",
+    )
     with aws_action(f"update the database cluster {name}"):
         if changes:
             sc.aws.rds.modify_db_cluster(DBClusterIdentifier=name, ApplyImmediately=True, **changes)
         arn = cluster["DBClusterArn"]
         if to_set:
-            sc.aws.rds.add_tags_to_resource(ResourceName=arn, Tags=tag_list(to_set))  # type: ignore[arg-type]
+            sc.aws.rds.add_tags_to_resource(ResourceName=arn, Tags=tag_list(to_set))
         if to_remove:
             sc.aws.rds.remove_tags_from_resource(ResourceName=arn, TagKeys=to_remove)
 
@@ -219,18 +247,28 @@ def _kept_tags(cluster: dict[str, Any]) -> dict[str, str]:
 
 
 def finish(sc: StepContext) -> None:
-    """Wait for the cluster, make sure the writer exists, wait for it. Runs in the background."""
-    cluster = wait_until(
-        sc,
-        "database cluster",
-        lambda: find_cluster(sc) or {"Status": "missing"},
-        done=lambda c: c.get("Status") == "available",
-        describe=lambda c: str(c.get("Status")),
-        failed=lambda c: f"status {c['Status']}" if c.get("Status") in FAILED_STATES | {"missing"} else None,
-    )
-    sc.out.db_endpoint = cluster.get("Endpoint", sc.out.db_endpoint)
-    sc.report("database cluster", READY, sc.out.db_endpoint)
-    if find_instance(sc) is None:
+    """Wait for the cluster, make sure the writer exists, wait for it. Runs in the background.
+
+    Waits only for what is not already available (a re-run reads each once, in start/prefetch).
+    """
+    if sc.out.db_status != "available":
+        cluster = wait_until(
+            sc,
+            "database cluster",
+            lambda: find_cluster(sc) or {"Status": "missing"},
+            done=lambda c: c.get("Status") == "available",
+            describe=lambda c: str(c.get("Status")),
+            failed=lambda c: (
+                f"status {c['Status']}" if c.get("Status") in FAILED_STATES | {"missing"} else None
+            ),
+        )
+        sc.out.db_endpoint = cluster.get("Endpoint", sc.out.db_endpoint)
+        sc.report("database cluster", READY, sc.out.db_endpoint)
+    instance = sc.take("db_instance", lambda: find_instance(sc))
+    if instance is not None and instance.get("DBInstanceStatus") == "available":
+        sc.report("database writer", UNCHANGED, sc.names.db_instance)
+        return
+    if instance is None:
         sc.report("database writer", CREATING, f"{sc.names.db_instance} ({INSTANCE_CLASS})")
         with aws_action(f"create the database writer {sc.names.db_instance}"):
             sc.aws.rds.create_db_instance(
@@ -239,7 +277,7 @@ def finish(sc: StepContext) -> None:
                 DBInstanceClass=INSTANCE_CLASS,
                 Engine=ENGINE,
                 PubliclyAccessible=False,
-                Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+                Tags=tag_list(sc.tags),
             )
     wait_until(
         sc,
@@ -247,38 +285,61 @@ def finish(sc: StepContext) -> None:
         lambda: find_instance(sc) or {"DBInstanceStatus": "missing"},
         done=lambda i: i.get("DBInstanceStatus") == "available",
         describe=lambda i: str(i.get("DBInstanceStatus")),
-        failed=lambda i: f"status {i['DBInstanceStatus']}" if i.get("DBInstanceStatus") in FAILED_STATES else None,
+        failed=lambda i: (
+            f"status {i['DBInstanceStatus']}"
+            if i.get("DBInstanceStatus") in FAILED_STATES
+            else None
+        ),
     )
     sc.report("database writer", READY, sc.names.db_instance)
 
 
 def describe(sc: StepContext) -> list[Resource]:
-    cluster = find_cluster(sc)
-    instance = find_instance(sc)
+    cluster = sc.take("db_cluster", lambda: find_cluster(sc))
+    instance = sc.take("db_instance", lambda: find_instance(sc))
     rows = []
     if cluster is None:
         rows.append(Resource("database cluster", sc.names.db_cluster))
     else:
         sc.out.db_endpoint = cluster.get("Endpoint", "")
         scaling = cluster.get("ServerlessV2ScalingConfiguration", {})
-        detail = f"{cluster.get('EngineVersion')}, ACU {scaling.get('MinCapacity')}-{scaling.get('MaxCapacity')}"
+        acu = f"{scaling.get('MinCapacity')}-{scaling.get('MaxCapacity')}"
+        detail = f"{cluster.get('EngineVersion')}, ACU {acu}"
         restored = tag_dict(cluster.get("TagList")).get(RESTORED_FROM_TAG)
         if restored:
             detail += f", restored from {restored}"
-        rows.append(Resource("database cluster", sc.names.db_cluster, sc.out.db_endpoint, cluster["Status"], detail))
+        rows.append(
+            Resource(
+                "database cluster",
+                sc.names.db_cluster,
+                sc.out.db_endpoint,
+                cluster["Status"],
+                detail,
+            )
+        )
     if instance is None:
         rows.append(Resource("database writer", sc.names.db_instance))
     else:
-        rows.append(Resource("database writer", sc.names.db_instance, instance["DBInstanceIdentifier"], instance["DBInstanceStatus"], INSTANCE_CLASS))
+        rows.append(
+            Resource(
+                "database writer",
+                sc.names.db_instance,
+                instance["DBInstanceIdentifier"],
+                instance["DBInstanceStatus"],
+                INSTANCE_CLASS,
+            )
+        )
     return rows
 
 
 def check_deletable(sc: StepContext) -> dict[str, Any] | None:
     """Before `down` changes anything: refuse a cluster with deletion protection."""
-    cluster = find_cluster(sc)
+    cluster = sc.take("db_cluster", lambda: find_cluster(sc))
+    sc.found["db_cluster"] = cluster  # delete() comes later and reuses this read
     if cluster is not None and cluster.get("DeletionProtection"):
         raise UsageError(
-            f"The database cluster {sc.names.db_cluster} has deletion protection on; nothing was changed.",
+            f"The database cluster {sc.names.db_cluster} has deletion protection on; "
+            "nothing was changed.",
             "Set database.deletion_protection = false, run `mlflow-ecs up`, then `down` again.",
         )
     return cluster
@@ -291,11 +352,27 @@ def final_snapshot_id(sc: StepContext, now: dt.datetime | None = None) -> str:
 
 def delete(sc: StepContext) -> None:
     rds = sc.aws.rds
-    cluster = find_cluster(sc)
-    if find_instance(sc) is not None:
+    cluster = sc.take("db_cluster", lambda: find_cluster(sc))
+    # The subnet group is read now, beside the writer, rather than after the long waits.
+    group, instance = in_parallel(
+        [lambda: find_subnet_group(sc), lambda: sc.take("db_instance", lambda: find_instance(sc))]
+    )
+    sc.found["db_subnet_group"] = group
+    if instance is not None:
         sc.report("database writer", DELETING, sc.names.db_instance)
         with aws_action(f"delete the database writer {sc.names.db_instance}"):
-            gone_ok(INSTANCE_MISSING, lambda: rds.delete_db_instance(DBInstanceIdentifier=sc.names.db_instance))
+            gone_ok(
+                INSTANCE_MISSING,
+                lambda: rds.delete_db_instance(DBInstanceIdentifier=sc.names.db_instance),
+            )
+        # AWS refuses to delete a cluster until its writer is gone (minutes): wait for it.
+        wait_until(
+            sc,
+            "database writer",
+            lambda: find_instance(sc) or {"DBInstanceStatus": "deleted"},
+            done=lambda i: i.get("DBInstanceStatus") == "deleted",
+            describe=lambda i: str(i.get("DBInstanceStatus")),
+        )
     sc.report("database writer", DELETED, sc.names.db_instance)
     if cluster is not None:
         _delete_cluster(sc)
@@ -303,15 +380,9 @@ def delete(sc: StepContext) -> None:
         sc.report("database cluster", DELETED, "already gone")
     if sc.delete_data:
         _delete_snapshots(sc)
-    with aws_action(f"find the DB subnet group {sc.names.db_subnet_group}"):
-        group = missing_on(
-            SUBNET_GROUP_MISSING,
-            lambda: rds.describe_db_subnet_groups(DBSubnetGroupName=sc.names.db_subnet_group),
-        )
-    if group is None:
+    if sc.take("db_subnet_group", lambda: find_subnet_group(sc)) is None:
         sc.report("db subnet group", DELETED, "already gone")
         return
-    _check_subnet_group_owned(sc)
     with aws_action(f"delete the DB subnet group {sc.names.db_subnet_group}"):
         retry_on(
             sc,
@@ -333,7 +404,11 @@ def _delete_cluster(sc: StepContext) -> None:
         sc.report("database cluster", DELETING, f"{name}, without a final snapshot")
     else:
         args["FinalDBSnapshotIdentifier"] = final_snapshot_id(sc)
-        sc.report("database cluster", DELETING, f"{name}, final snapshot {args['FinalDBSnapshotIdentifier']}")
+        sc.report(
+            "database cluster",
+            DELETING,
+            f"{name}, final snapshot {args['FinalDBSnapshotIdentifier']}",
+        )
     with aws_action(f"delete the database cluster {name}"):
         # The writer must be deleting first; it takes a moment to leave the cluster.
         retry_on(
@@ -352,7 +427,11 @@ def _delete_cluster(sc: StepContext) -> None:
     if sc.delete_data:
         sc.report("database cluster", DELETED, name)
     else:
-        sc.report("database cluster", KEPT, f"final snapshot {args['FinalDBSnapshotIdentifier']}: `up` restores it")
+        sc.report(
+            "database cluster",
+            KEPT,
+            f"final snapshot {args['FinalDBSnapshotIdentifier']}: `up` restores it",
+        )
 
 
 def _delete_snapshots(sc: StepContext) -> None:

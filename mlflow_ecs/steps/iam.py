@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -65,6 +66,20 @@ def find(sc: StepContext, name: str) -> dict[str, Any] | None:
     return role
 
 
+def read_policies(sc: StepContext, name: str) -> tuple[Any, set[str]] | None:
+    """(our inline policy document or None, attached managed policy ARNs); None: no role."""
+    iam = sc.aws.iam
+    with aws_action(f"read the policies of the IAM role {name}"):
+        attached = missing_on(MISSING, lambda: iam.list_attached_role_policies(RoleName=name))
+        if attached is None:
+            return None
+        got = missing_on(
+            MISSING, lambda: iam.get_role_policy(RoleName=name, PolicyName=INLINE_POLICY)
+        )
+    inline = _document(got["PolicyDocument"]) if got else None
+    return inline, {p["PolicyArn"] for p in attached["AttachedPolicies"]}
+
+
 def ensure(sc: StepContext) -> None:
     for spec in specs(sc):
         arn = _ensure_role(sc, spec)
@@ -77,7 +92,7 @@ def ensure(sc: StepContext) -> None:
 def _ensure_role(sc: StepContext, spec: RoleSpec) -> str:
     iam = sc.aws.iam
     trust = render.ecs_tasks_trust_policy(sc.aws.account_id)
-    role = find(sc, spec.name)
+    role = sc.take(f"role:{spec.name}", lambda: find(sc, spec.name))
     changed: list[str] = []
     with aws_action(f"set up the IAM role {spec.name}"):
         if role is None:
@@ -87,33 +102,31 @@ def _ensure_role(sc: StepContext, spec: RoleSpec) -> str:
                     RoleName=spec.name,
                     AssumeRolePolicyDocument=render.to_json(trust),
                     Description=f"mlflow-ecs {sc.names.stack}: {spec.label}",
-                    Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+                    Tags=tag_list(sc.tags),
                 )["Role"]
             )
             changed.append("created")
             have_inline, attached = None, set()
         else:
             if _document(role.get("AssumeRolePolicyDocument")) != trust:
-                iam.update_assume_role_policy(RoleName=spec.name, PolicyDocument=render.to_json(trust))
+                iam.update_assume_role_policy(
+                    RoleName=spec.name, PolicyDocument=render.to_json(trust)
+                )
                 changed.append("trust policy")
             to_set, to_remove = tags_differ(sc.tags, tag_dict(role.get("Tags")))
             if to_set:
-                iam.tag_role(RoleName=spec.name, Tags=tag_list(to_set))  # type: ignore[arg-type]
+                iam.tag_role(RoleName=spec.name, Tags=tag_list(to_set))
             if to_remove:
                 iam.untag_role(RoleName=spec.name, TagKeys=to_remove)
             if to_set or to_remove:
                 changed.append("tags")
-            got = missing_on(
-                MISSING, lambda: iam.get_role_policy(RoleName=spec.name, PolicyName=INLINE_POLICY)
-            )
-            have_inline = _document(got["PolicyDocument"]) if got else None
-            attached = {
-                p["PolicyArn"]
-                for p in iam.list_attached_role_policies(RoleName=spec.name)["AttachedPolicies"]
-            }
+            policies = sc.take(f"policies:{spec.name}", lambda: read_policies(sc, spec.name))
+            have_inline, attached = policies or (None, set())
         if have_inline != spec.inline:
             iam.put_role_policy(
-                RoleName=spec.name, PolicyName=INLINE_POLICY, PolicyDocument=render.to_json(spec.inline)
+                RoleName=spec.name,
+                PolicyName=INLINE_POLICY,
+                PolicyDocument=render.to_json(spec.inline),
             )
             changed.append("policy")
         for arn in sorted(set(spec.managed) - attached):
@@ -131,7 +144,7 @@ def _ensure_role(sc: StepContext, spec: RoleSpec) -> str:
 def describe(sc: StepContext) -> list[Resource]:
     rows = []
     for spec in specs(sc):
-        role = find(sc, spec.name)
+        role = sc.take(f"role:{spec.name}", partial(find, sc, spec.name))
         if role is None:
             rows.append(Resource(spec.label, spec.name))
         else:
@@ -140,16 +153,22 @@ def describe(sc: StepContext) -> list[Resource]:
 
 
 def delete(sc: StepContext) -> None:
-    iam = sc.aws.iam
     for spec in specs(sc):
-        if find(sc, spec.name) is None:
+        if sc.take(f"role:{spec.name}", partial(find, sc, spec.name)) is None:
             sc.report(spec.label, DELETED, "already gone")
             continue
         sc.report(spec.label, DELETING, spec.name)
         with aws_action(f"delete the IAM role {spec.name}"):
-            for policy in iam.list_role_policies(RoleName=spec.name)["PolicyNames"]:
-                gone_ok(MISSING, lambda p=policy: iam.delete_role_policy(RoleName=spec.name, PolicyName=p))
-            for att in iam.list_attached_role_policies(RoleName=spec.name)["AttachedPolicies"]:
-                gone_ok(MISSING, lambda a=att: iam.detach_role_policy(RoleName=spec.name, PolicyArn=a["PolicyArn"]))
-            gone_ok(MISSING, lambda: iam.delete_role(RoleName=spec.name))
+            _delete_role(sc, spec.name)
         sc.report(spec.label, DELETED, spec.name)
+
+
+def _delete_role(sc: StepContext, name: str) -> None:
+    """Inline policies, attachments, then the role; anything already gone is fine."""
+    iam = sc.aws.iam
+    for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        gone_ok(MISSING, partial(iam.delete_role_policy, RoleName=name, PolicyName=policy))
+    for att in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+        arn = att["PolicyArn"]
+        gone_ok(MISSING, partial(iam.detach_role_policy, RoleName=name, PolicyArn=arn))
+    gone_ok(MISSING, lambda: iam.delete_role(RoleName=name))

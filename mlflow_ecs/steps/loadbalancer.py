@@ -35,11 +35,15 @@ def _find_alb(sc: StepContext) -> dict[str, Any] | None:
 
 
 def _find_tg(sc: StepContext) -> dict[str, Any] | None:
-    got = missing_on(TG_MISSING, lambda: sc.aws.elbv2.describe_target_groups(Names=[sc.names.target_group]))
+    got = missing_on(
+        TG_MISSING, lambda: sc.aws.elbv2.describe_target_groups(Names=[sc.names.target_group])
+    )
     return dict(got["TargetGroups"][0]) if got and got["TargetGroups"] else None
 
 
-def find(sc: StepContext) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, dict[str, str]]]:
+def find(
+    sc: StepContext,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, dict[str, str]]]:
     """(load balancer, target group, arn -> tags); ownership checked for both."""
     with aws_action("find the load balancer and target group"):
         alb, tg = _find_alb(sc), _find_tg(sc)
@@ -47,23 +51,33 @@ def find(sc: StepContext) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
         tags: dict[str, dict[str, str]] = {}
         if arns:
             for desc in sc.aws.elbv2.describe_tags(ResourceArns=arns)["TagDescriptions"]:
-                tags[desc["ResourceArn"]] = tag_dict(desc.get("Tags"))  # type: ignore[arg-type]
+                tags[desc["ResourceArn"]] = tag_dict(desc.get("Tags"))
     if alb:
-        require_owned("load balancer", sc.names.alb, tags.get(alb["LoadBalancerArn"], {}), sc.names.stack)
+        require_owned(
+            "load balancer", sc.names.alb, tags.get(alb["LoadBalancerArn"], {}), sc.names.stack
+        )
     if tg:
-        require_owned("target group", sc.names.target_group, tags.get(tg["TargetGroupArn"], {}), sc.names.stack)
+        require_owned(
+            "target group",
+            sc.names.target_group,
+            tags.get(tg["TargetGroupArn"], {}),
+            sc.names.stack,
+        )
     return alb, tg, tags
 
 
 def _lb_subnets(sc: StepContext) -> list[str]:
-    return sorted(sc.out.private_subnets if sc.cfg.load_balancer.internal else sc.out.public_subnets)
+    return sorted(
+        sc.out.private_subnets if sc.cfg.load_balancer.internal else sc.out.public_subnets
+    )
 
 
 def ensure(sc: StepContext) -> None:
-    alb, tg, tags = find(sc)
+    alb, tg, tags = sc.take("loadbalancer", lambda: find(sc))
     tg_arn = _ensure_target_group(sc, tg, tags)
     alb = _ensure_alb(sc, alb, tags)
     sc.out.alb_arn, sc.out.alb_dns = alb["LoadBalancerArn"], alb["DNSName"]
+    sc.out.alb_state = str(alb.get("State", {}).get("Code", ""))
     sc.out.target_group_arn = tg_arn
     _ensure_listeners(sc, alb["LoadBalancerArn"], tg_arn)
 
@@ -71,13 +85,15 @@ def ensure(sc: StepContext) -> None:
 def _sync_tags(sc: StepContext, arn: str, have: dict[str, str]) -> bool:
     to_set, to_remove = tags_differ(sc.tags, have)
     if to_set:
-        sc.aws.elbv2.add_tags(ResourceArns=[arn], Tags=tag_list(to_set))  # type: ignore[arg-type]
+        sc.aws.elbv2.add_tags(ResourceArns=[arn], Tags=tag_list(to_set))
     if to_remove:
         sc.aws.elbv2.remove_tags(ResourceArns=[arn], TagKeys=to_remove)
     return bool(to_set or to_remove)
 
 
-def _ensure_target_group(sc: StepContext, tg: dict[str, Any] | None, tags: dict[str, dict[str, str]]) -> str:
+def _ensure_target_group(
+    sc: StepContext, tg: dict[str, Any] | None, tags: dict[str, dict[str, str]]
+) -> str:
     elbv2, name, port = sc.aws.elbv2, sc.names.target_group, sc.cfg.oauth2_proxy.port
     with aws_action(f"set up the target group {name}"):
         if tg is None:
@@ -88,7 +104,7 @@ def _ensure_target_group(sc: StepContext, tg: dict[str, Any] | None, tags: dict[
                 Port=port,
                 VpcId=sc.out.vpc_id,
                 TargetType="ip",
-                Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+                Tags=tag_list(sc.tags),
                 **render.HEALTH_CHECK,  # type: ignore[arg-type]
             )
             return str(made["TargetGroups"][0]["TargetGroupArn"])
@@ -96,7 +112,8 @@ def _ensure_target_group(sc: StepContext, tg: dict[str, Any] | None, tags: dict[
         if tg.get("Port") != port or tg.get("VpcId") != sc.out.vpc_id:
             raise UsageError(
                 f"The target group {name} uses port {tg.get('Port')} in {tg.get('VpcId')}; "
-                f"the config asks for port {port} in {sc.out.vpc_id}, which needs a new target group.",
+                f"the config asks for port {port} in {sc.out.vpc_id}, which needs a new "
+                "target group.",
                 "Run `mlflow-ecs down` (your data is kept) and `up` again, or keep the old port.",
             )
         changes = [k for k, v in render.HEALTH_CHECK.items() if tg.get(k) != v]
@@ -108,7 +125,9 @@ def _ensure_target_group(sc: StepContext, tg: dict[str, Any] | None, tags: dict[
     return str(arn)
 
 
-def _ensure_alb(sc: StepContext, alb: dict[str, Any] | None, tags: dict[str, dict[str, str]]) -> dict[str, Any]:
+def _ensure_alb(
+    sc: StepContext, alb: dict[str, Any] | None, tags: dict[str, dict[str, str]]
+) -> dict[str, Any]:
     elbv2, name = sc.aws.elbv2, sc.names.alb
     lb = sc.cfg.load_balancer
     sgs = [sc.out.security_groups["alb"]]
@@ -123,7 +142,7 @@ def _ensure_alb(sc: StepContext, alb: dict[str, Any] | None, tags: dict[str, dic
                     Scheme="internal" if lb.internal else "internet-facing",
                     Type="application",
                     IpAddressType="ipv4",
-                    Tags=tag_list(sc.tags),  # type: ignore[arg-type]
+                    Tags=tag_list(sc.tags),
                 )["LoadBalancers"][0]
             )
             attrs: dict[str, str] = {}
@@ -132,13 +151,17 @@ def _ensure_alb(sc: StepContext, alb: dict[str, Any] | None, tags: dict[str, dic
             scheme = "internal" if lb.internal else "internet-facing"
             if alb.get("Scheme") != scheme:
                 raise UsageError(
-                    f"The load balancer {name} is {alb.get('Scheme')}; load_balancer.internal asks for "
+                    f"The load balancer {name} is {alb.get('Scheme')}; "
+                    "load_balancer.internal asks for "
                     f"{scheme}, which AWS cannot change in place.",
-                    "Run `mlflow-ecs down` (your data is kept) and `up` again, or revert the setting.",
+                    "Run `mlflow-ecs down` (your data is kept) and `up` again, "
+                    "or revert the setting.",
                 )
             changes = []
             if sorted(alb.get("SecurityGroups", [])) != sgs:
-                elbv2.set_security_groups(LoadBalancerArn=alb["LoadBalancerArn"], SecurityGroups=sgs)
+                elbv2.set_security_groups(
+                    LoadBalancerArn=alb["LoadBalancerArn"], SecurityGroups=sgs
+                )
                 changes.append("security groups")
             have_subnets = sorted(z["SubnetId"] for z in alb.get("AvailabilityZones", []))
             if have_subnets != _lb_subnets(sc):
@@ -146,18 +169,37 @@ def _ensure_alb(sc: StepContext, alb: dict[str, Any] | None, tags: dict[str, dic
                 changes.append("subnets")
             if _sync_tags(sc, alb["LoadBalancerArn"], tags.get(alb["LoadBalancerArn"], {})):
                 changes.append("tags")
-            got = elbv2.describe_load_balancer_attributes(LoadBalancerArn=alb["LoadBalancerArn"])
-            attrs = {a["Key"]: a["Value"] for a in got["Attributes"]}
+            arn = alb["LoadBalancerArn"]
+            attrs = sc.take("lb_attributes", lambda: read_attributes(sc, arn))
         want = desired_attributes(sc)
-        differ = [{"Key": k, "Value": v} for k, v in want.items() if attrs.get(k) != v]
+        differ: list[Any] = [{"Key": k, "Value": v} for k, v in want.items() if attrs.get(k) != v]
         if differ:
-            elbv2.modify_load_balancer_attributes(LoadBalancerArn=alb["LoadBalancerArn"], Attributes=differ)  # type: ignore[arg-type]
+            elbv2.modify_load_balancer_attributes(
+                LoadBalancerArn=alb["LoadBalancerArn"], Attributes=differ
+            )
             if alb is not None and "created" not in changes:
                 changes.append("attributes")
     label = "load balancer"
     if "created" not in changes:
-        sc.report(label, UPDATING if changes else UNCHANGED, f"{name}: {', '.join(changes)}" if changes else name)
+        sc.report(
+            label,
+            UPDATING if changes else UNCHANGED,
+            f"{name}: {', '.join(changes)}" if changes else name,
+        )
     return alb
+
+
+def read_attributes(sc: StepContext, alb_arn: str) -> dict[str, str]:
+    with aws_action("read the load balancer's attributes"):
+        got = sc.aws.elbv2.describe_load_balancer_attributes(LoadBalancerArn=alb_arn)
+    return {a["Key"]: a["Value"] for a in got["Attributes"]}
+
+
+def read_listeners(sc: StepContext, alb_arn: str) -> dict[int, dict[str, Any]]:
+    """port -> listener."""
+    with aws_action("read the load balancer's listeners"):
+        got = sc.aws.elbv2.describe_listeners(LoadBalancerArn=alb_arn)["Listeners"]
+    return {int(lst["Port"]): dict(lst) for lst in got}
 
 
 def desired_attributes(sc: StepContext) -> dict[str, str]:
@@ -171,12 +213,12 @@ def _ensure_listeners(sc: StepContext, alb_arn: str, tg_arn: str) -> None:
     elbv2 = sc.aws.elbv2
     want = render.listeners(sc.cfg, tg_arn)
     with aws_action("set up the load balancer's listeners"):
-        have = {l["Port"]: l for l in elbv2.describe_listeners(LoadBalancerArn=alb_arn)["Listeners"]}
+        have = sc.take("listeners", lambda: read_listeners(sc, alb_arn))
         for port, spec in want.items():
             current = have.get(port)
             if current is None:
                 sc.report(f"listener {port}", CREATING, spec["Protocol"])
-                elbv2.create_listener(LoadBalancerArn=alb_arn, Tags=tag_list(sc.tags), **spec)  # type: ignore[arg-type]
+                elbv2.create_listener(LoadBalancerArn=alb_arn, Tags=tag_list(sc.tags), **spec)
             elif listener_differs(spec, current):
                 sc.report(f"listener {port}", UPDATING, spec["Protocol"])
                 elbv2.modify_listener(ListenerArn=current["ListenerArn"], **spec)
@@ -215,13 +257,19 @@ def listener_differs(want: dict[str, Any], have: dict[str, Any]) -> bool:
 
 def wait(sc: StepContext) -> None:
     """Until the load balancer is active (minutes on AWS). Runs in the background."""
+    if sc.out.alb_state == "active":
+        return
     wait_until(
         sc,
         "load balancer",
         lambda: _find_alb(sc) or {"State": {"Code": "missing"}},
         done=lambda a: a["State"]["Code"] == "active",
         describe=lambda a: str(a["State"]["Code"]),
-        failed=lambda a: a["State"].get("Reason") or "failed" if a["State"]["Code"] in {"failed", "missing"} else None,
+        failed=lambda a: (
+            a["State"].get("Reason") or "failed"
+            if a["State"]["Code"] in {"failed", "missing"}
+            else None
+        ),
     )
     sc.report("load balancer", READY, sc.out.alb_dns)
 
@@ -235,32 +283,45 @@ def target_health(sc: StepContext) -> list[str]:
 
 
 def describe(sc: StepContext) -> list[Resource]:
-    alb, tg, _ = find(sc)
+    alb, tg, _ = sc.take("loadbalancer", lambda: find(sc))
     rows = []
     if alb is None:
         rows.append(Resource("load balancer", sc.names.alb))
     else:
         sc.out.alb_arn, sc.out.alb_dns = alb["LoadBalancerArn"], alb["DNSName"]
-        rows.append(Resource("load balancer", sc.names.alb, alb["DNSName"], alb["State"]["Code"], alb.get("Scheme", "")))
+        rows.append(
+            Resource(
+                "load balancer",
+                sc.names.alb,
+                alb["DNSName"],
+                alb["State"]["Code"],
+                alb.get("Scheme", ""),
+            )
+        )
     if tg is None:
         rows.append(Resource("target group", sc.names.target_group))
     else:
         sc.out.target_group_arn = tg["TargetGroupArn"]
         health = target_health(sc)
         detail = ", ".join(f"{health.count(s)} {s}" for s in sorted(set(health))) or "no targets"
-        rows.append(Resource("target group", sc.names.target_group, tg["TargetGroupArn"], "present", detail))
+        rows.append(
+            Resource("target group", sc.names.target_group, tg["TargetGroupArn"], "present", detail)
+        )
     return rows
 
 
 def delete(sc: StepContext) -> None:
-    alb, tg, _ = find(sc)
+    alb, tg, _ = sc.take("loadbalancer", lambda: find(sc))
     elbv2 = sc.aws.elbv2
     if alb is None:
         sc.report("load balancer", DELETED, "already gone")
     else:
         sc.report("load balancer", DELETING, sc.names.alb)
         with aws_action(f"delete the load balancer {sc.names.alb}"):
-            gone_ok(LB_MISSING, lambda: elbv2.delete_load_balancer(LoadBalancerArn=alb["LoadBalancerArn"]))
+            gone_ok(
+                LB_MISSING,
+                lambda: elbv2.delete_load_balancer(LoadBalancerArn=alb["LoadBalancerArn"]),
+            )
         wait_until(
             sc,
             "load balancer",
@@ -277,7 +338,9 @@ def delete(sc: StepContext) -> None:
         retry_on(
             sc,
             {"ResourceInUse"},
-            lambda: gone_ok(TG_MISSING, lambda: elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])),
+            lambda: gone_ok(
+                TG_MISSING, lambda: elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
+            ),
             attempts=20,
         )
     sc.report("target group", DELETED, sc.names.target_group)

@@ -41,7 +41,7 @@ def find(sc: StepContext) -> tuple[dict[str, Any], dict[str, str]] | None:
 def ensure(sc: StepContext) -> None:
     name, days = sc.names.log_group, sc.cfg.service.log_retention_days
     logs = sc.aws.logs
-    found = find(sc)
+    found = sc.take("logs", lambda: find(sc))
     with aws_action(f"set up the log group {name}"):
         if found is None:
             sc.report("log group", CREATING, f"{name}, {days} days")
@@ -67,17 +67,19 @@ def ensure(sc: StepContext) -> None:
 
 
 def describe(sc: StepContext) -> list[Resource]:
-    found = find(sc)
+    found = sc.take("logs", lambda: find(sc))
     if found is None:
         return [Resource("log group", sc.names.log_group)]
     group, _ = found
     days = group.get("retentionInDays")
-    return [Resource("log group", sc.names.log_group, _arn(group), "present", f"retention {days} days")]
+    return [
+        Resource("log group", sc.names.log_group, _arn(group), "present", f"retention {days} days")
+    ]
 
 
 def delete(sc: StepContext) -> None:
     name = sc.names.log_group
-    if find(sc) is None:
+    if sc.take("logs", lambda: find(sc)) is None:
         sc.report("log group", DELETED, "already gone")
         return
     sc.report("log group", DELETING, name)

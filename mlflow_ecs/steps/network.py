@@ -6,6 +6,7 @@ Or the user's own VPC and subnets: referenced, validated, never modified or dele
 from __future__ import annotations
 
 import ipaddress
+from functools import partial
 from typing import Any
 
 from ..aws import tag_dict, tag_list
@@ -21,6 +22,7 @@ from .base import (
     Resource,
     StepContext,
     aws_action,
+    in_parallel,
     retry_on,
 )
 
@@ -47,7 +49,9 @@ def find_vpc(sc: StepContext) -> dict[str, Any] | None:
     ec2 = sc.aws.ec2
     if sc.cfg.network.vpc_id:
         with aws_action(f"find the VPC {sc.cfg.network.vpc_id}"):
-            found = ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [sc.cfg.network.vpc_id]}])
+            found = ec2.describe_vpcs(
+                Filters=[{"Name": "vpc-id", "Values": [sc.cfg.network.vpc_id]}]
+            )
     else:
         with aws_action("find the stack's VPC"):
             found = ec2.describe_vpcs(
@@ -61,7 +65,7 @@ def ensure(sc: StepContext) -> None:
     if sc.cfg.network.vpc_id:
         _reference(sc)
         return
-    vpc = find_vpc(sc)
+    vpc = sc.take("network", lambda: find_vpc(sc))
     ec2 = sc.aws.ec2
     if vpc is None:
         sc.report("vpc", CREATING, sc.cfg.network.cidr)
@@ -71,9 +75,9 @@ def ensure(sc: StepContext) -> None:
                 TagSpecifications=_tag_spec("vpc", sc.names.vpc, sc),
             )["Vpc"]["VpcId"]
             ec2.get_waiter("vpc_available").wait(
-                VpcIds=[vpc_id], WaiterConfig={"Delay": max(sc.poll.interval, 1), "MaxAttempts": 40}
+                VpcIds=[vpc_id],
+                WaiterConfig={"Delay": max(round(sc.poll.interval), 1), "MaxAttempts": 40},
             )
-            ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
         cidr = sc.cfg.network.cidr
     else:
         vpc_id, cidr = vpc["VpcId"], vpc["CidrBlock"]
@@ -81,15 +85,22 @@ def ensure(sc: StepContext) -> None:
     subnets = _ensure_subnets(sc, vpc_id, cidr)
     sc.out.public_subnets = [subnets["public-a"], subnets["public-b"]]
     sc.out.private_subnets = [subnets["private-a"], subnets["private-b"]]
-    igw = _ensure_gateway(sc, vpc_id)
-    _ensure_public_routes(sc, vpc_id, igw, sc.out.public_subnets)
     sc.report("vpc", READY if vpc is None else UNCHANGED, vpc_id)
+
+
+def ensure_internet(sc: StepContext) -> None:
+    """Internet gateway and the public subnets' default route. Not needed by the database, so
+    the engine runs it while the database is being created (the load balancer needs it)."""
+    if sc.cfg.network.vpc_id:
+        return
+    igw = _ensure_gateway(sc, sc.out.vpc_id)
+    _ensure_public_routes(sc, sc.out.vpc_id, igw, sc.out.public_subnets)
 
 
 def _reference(sc: StepContext) -> None:
     """Check the user's VPC and subnets exist and fit; change nothing."""
     n = sc.cfg.network
-    if find_vpc(sc) is None:
+    if sc.take("network", lambda: find_vpc(sc)) is None:
         raise UsageError(
             f"network -> vpc_id: the VPC {n.vpc_id} does not exist in {sc.aws.region}.",
             "Give a VPC id of this account and region, or leave vpc_id empty to create one.",
@@ -100,7 +111,9 @@ def _reference(sc: StepContext) -> None:
     subnets = {s["SubnetId"]: s for s in found.get("Subnets", [])}
     problems = [f"{i} does not exist" for i in ids if i not in subnets]
     problems += [
-        f"{i} is in {s['VpcId']}, not {n.vpc_id}" for i, s in subnets.items() if s["VpcId"] != n.vpc_id
+        f"{i} is in {s['VpcId']}, not {n.vpc_id}"
+        for i, s in subnets.items()
+        if s["VpcId"] != n.vpc_id
     ]
     for key, group in (("public", n.public_subnet_ids), ("private", n.private_subnet_ids)):
         zones = {subnets[i]["AvailabilityZone"] for i in group if i in subnets}
@@ -127,41 +140,71 @@ def _zones(sc: StepContext) -> list[str]:
         )["AvailabilityZones"]
     names = sorted(z["ZoneName"] for z in zones)
     if len(names) < 2:
-        raise UsageError(f"{sc.aws.region} has fewer than two availability zones.", "Use another region.")
+        raise UsageError(
+            f"{sc.aws.region} has fewer than two availability zones.", "Use another region."
+        )
     return names[:2]
+
+
+def read_subnets(sc: StepContext, vpc_id: str) -> list[Any]:
+    with aws_action("find the stack's subnets"):
+        return list(
+            sc.aws.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+        )
+
+
+def read_gateways(sc: StepContext, vpc_id: str) -> list[Any]:
+    with aws_action("find the internet gateway"):
+        return list(
+            sc.aws.ec2.describe_internet_gateways(
+                Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}]
+            )["InternetGateways"]
+        )
+
+
+def read_public_tables(sc: StepContext, vpc_id: str) -> list[Any]:
+    with aws_action("find the public route table"):
+        return list(
+            sc.aws.ec2.describe_route_tables(
+                Filters=[
+                    {"Name": "vpc-id", "Values": [vpc_id]},
+                    {"Name": f"tag:{ROLE_TAG}", "Values": ["public"]},
+                ]
+            )["RouteTables"]
+        )
 
 
 def _ensure_subnets(sc: StepContext, vpc_id: str, vpc_cidr: str) -> dict[str, str]:
     ec2 = sc.aws.ec2
-    with aws_action("find the stack's subnets"):
-        found = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+    found = sc.take("subnets", lambda: read_subnets(sc, vpc_id))
     by_role = {tag_dict(s.get("Tags")).get(ROLE_TAG): s["SubnetId"] for s in found}
     missing = [r for r in SUBNET_ROLES if r not in by_role]
     if not missing:
         return {r: str(by_role[r]) for r in SUBNET_ROLES}
     zones = _zones(sc)
     cidrs = subnet_cidrs(vpc_cidr)
-    for role in missing:
+
+    def create(role: str) -> str:
         zone = zones[0] if role.endswith("-a") else zones[1]
         sc.report(f"subnet {role}", CREATING, cidrs[role])
         with aws_action(f"create the {role} subnet"):
-            by_role[role] = ec2.create_subnet(
+            return ec2.create_subnet(
                 VpcId=vpc_id,
                 CidrBlock=cidrs[role],
                 AvailabilityZone=zone,
                 TagSpecifications=_tag_spec("subnet", f"{sc.names.stack}-{role}", sc, role),
             )["Subnet"]["SubnetId"]
+
+    made = in_parallel([partial(create, role) for role in missing])
+    by_role.update(zip(missing, made, strict=True))
     return {r: str(by_role[r]) for r in SUBNET_ROLES}
 
 
 def _ensure_gateway(sc: StepContext, vpc_id: str) -> str:
     ec2 = sc.aws.ec2
-    with aws_action("find the internet gateway"):
-        attached = ec2.describe_internet_gateways(
-            Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}]
-        )["InternetGateways"]
+    attached = sc.take("gateways", lambda: read_gateways(sc, vpc_id))
     if attached:
-        return attached[0]["InternetGatewayId"]
+        return str(attached[0]["InternetGatewayId"])
     with aws_action("find a detached internet gateway of the stack"):
         loose = ec2.describe_internet_gateways(
             Filters=[{"Name": f"tag:{OWNER_TAG}", "Values": [sc.names.stack]}]
@@ -180,13 +223,7 @@ def _ensure_gateway(sc: StepContext, vpc_id: str) -> str:
 
 def _ensure_public_routes(sc: StepContext, vpc_id: str, igw: str, public: list[str]) -> None:
     ec2 = sc.aws.ec2
-    with aws_action("find the public route table"):
-        tables = ec2.describe_route_tables(
-            Filters=[
-                {"Name": "vpc-id", "Values": [vpc_id]},
-                {"Name": f"tag:{ROLE_TAG}", "Values": ["public"]},
-            ]
-        )["RouteTables"]
+    tables = sc.take("route_tables", lambda: read_public_tables(sc, vpc_id))
     with aws_action("set up the public route table"):
         if tables:
             table = tables[0]
@@ -195,10 +232,14 @@ def _ensure_public_routes(sc: StepContext, vpc_id: str, igw: str, public: list[s
             sc.report("route table", CREATING, "public")
             rt = ec2.create_route_table(
                 VpcId=vpc_id,
-                TagSpecifications=_tag_spec("route-table", f"{sc.names.stack}-public", sc, "public"),
+                TagSpecifications=_tag_spec(
+                    "route-table", f"{sc.names.stack}-public", sc, "public"
+                ),
             )["RouteTable"]["RouteTableId"]
             table = {"Routes": [], "Associations": []}
-        routes = {r.get("DestinationCidrBlock"): r.get("GatewayId") for r in table.get("Routes", [])}
+        routes = {
+            r.get("DestinationCidrBlock"): r.get("GatewayId") for r in table.get("Routes", [])
+        }
         if routes.get(ANYWHERE) != igw:
             if ANYWHERE in routes:
                 ec2.replace_route(RouteTableId=rt, DestinationCidrBlock=ANYWHERE, GatewayId=igw)
@@ -211,7 +252,7 @@ def _ensure_public_routes(sc: StepContext, vpc_id: str, igw: str, public: list[s
 
 
 def describe(sc: StepContext) -> list[Resource]:
-    vpc = find_vpc(sc)
+    vpc = sc.take("network", lambda: find_vpc(sc))
     if vpc is None:
         return [Resource("vpc", sc.cfg.network.vpc_id or sc.names.vpc)]
     sc.out.vpc_id = vpc["VpcId"]
@@ -223,34 +264,66 @@ def describe(sc: StepContext) -> list[Resource]:
 DEPENDENCY = {"DependencyViolation", "InvalidParameterValue"}
 
 
+def delete_contents(sc: StepContext) -> None:
+    """Internet gateway, subnets and route tables of the stack's VPC (sc.out.vpc_id, found by
+    describe); runs beside the deletion of the security groups, before `delete`."""
+    vpc_id = sc.out.vpc_id
+    if sc.cfg.network.vpc_id or not vpc_id:
+        return
+    ec2 = sc.aws.ec2
+    only_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    with aws_action(f"delete the contents of the VPC {vpc_id}"):
+        tables, gateways, subnets = in_parallel(
+            [
+                lambda: ec2.describe_route_tables(Filters=only_vpc)["RouteTables"],  # type: ignore[arg-type]
+                lambda: read_gateways(sc, vpc_id),
+                lambda: read_subnets(sc, vpc_id),
+            ]
+        )
+
+        def drop_gateway(gid: str) -> None:
+            detach = lambda: ec2.detach_internet_gateway(InternetGatewayId=gid, VpcId=vpc_id)  # noqa: E731
+            retry_on(sc, DEPENDENCY, detach)
+            ec2.delete_internet_gateway(InternetGatewayId=gid)
+
+        custom = [t for t in tables if not any(a.get("Main") for a in t.get("Associations", []))]
+        in_parallel(
+            [partial(drop_gateway, gw["InternetGatewayId"]) for gw in gateways]
+            + [
+                partial(
+                    ec2.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"]
+                )
+                for table in custom
+                for assoc in table.get("Associations", [])
+            ],
+            workers=6,
+        )
+        # ENIs of the load balancer, tasks and database linger a while after their deletion.
+        in_parallel(
+            [
+                lambda s=sub["SubnetId"]: retry_on(
+                    sc, DEPENDENCY, lambda: ec2.delete_subnet(SubnetId=s), attempts=20
+                )
+                for sub in subnets
+            ]
+            + [
+                lambda t=table["RouteTableId"]: ec2.delete_route_table(RouteTableId=t)
+                for table in custom
+            ],
+            workers=6,
+        )
+
+
 def delete(sc: StepContext) -> None:
+    """The VPC itself, once delete_contents and the security groups are done."""
     if sc.cfg.network.vpc_id:
         sc.report("vpc", KEPT, f"{sc.cfg.network.vpc_id} is yours: never deleted")
         return
-    vpc = find_vpc(sc)
-    if vpc is None:
+    vpc_id = sc.out.vpc_id
+    if not vpc_id:
         sc.report("vpc", DELETED, "already gone")
         return
-    ec2, vpc_id = sc.aws.ec2, vpc["VpcId"]
     sc.report("vpc", DELETING, vpc_id)
-    only_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
     with aws_action(f"delete the VPC {vpc_id}"):
-        for table in ec2.describe_route_tables(Filters=only_vpc)["RouteTables"]:
-            if any(a.get("Main") for a in table.get("Associations", [])):
-                continue
-            for assoc in table.get("Associations", []):
-                ec2.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
-            ec2.delete_route_table(RouteTableId=table["RouteTableId"])
-        gateways = ec2.describe_internet_gateways(
-            Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}]
-        )["InternetGateways"]
-        for gw in gateways:
-            gid = gw["InternetGatewayId"]
-            retry_on(sc, DEPENDENCY, lambda g=gid: ec2.detach_internet_gateway(InternetGatewayId=g, VpcId=vpc_id))
-            ec2.delete_internet_gateway(InternetGatewayId=gid)
-        # ENIs of the load balancer, tasks and database linger for a while after deletion.
-        for subnet in ec2.describe_subnets(Filters=only_vpc)["Subnets"]:
-            sid = subnet["SubnetId"]
-            retry_on(sc, DEPENDENCY, lambda s=sid: ec2.delete_subnet(SubnetId=s), attempts=20)
-        retry_on(sc, DEPENDENCY, lambda: ec2.delete_vpc(VpcId=vpc_id), attempts=20)
+        retry_on(sc, DEPENDENCY, lambda: sc.aws.ec2.delete_vpc(VpcId=vpc_id), attempts=20)
     sc.report("vpc", DELETED, vpc_id)

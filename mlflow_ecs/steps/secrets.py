@@ -23,6 +23,7 @@ from .base import (
     Resource,
     StepContext,
     aws_action,
+    missing_on,
     require_owned,
 )
 
@@ -48,9 +49,9 @@ def find(sc: StepContext) -> dict[str, dict[str, Any]]:
             IncludePlannedDeletion=True,
         )
         for page in pages:
-            for meta in page.get("SecretList", []):
-                if meta.get("Name") in wanted:
-                    found[meta["Name"]] = dict(meta)
+            for entry in page.get("SecretList", []):
+                if entry.get("Name") in wanted:
+                    found[entry["Name"]] = dict(entry)
     for name, meta in found.items():
         require_owned("secret", name, tag_dict(meta.get("Tags")), sc.names.stack)
     return found
@@ -66,7 +67,8 @@ def preflight(sc: StepContext, prompt: Prompt | None = None) -> dict[str, str]:
 
     Returns the values to store (name -> value), from the config/environment or the prompt.
     """
-    found = find(sc)
+    found = sc.take("secrets", lambda: find(sc))
+    sc.found["secrets"] = found  # ensure() comes next and reuses this read
     given = {
         sc.names.secret_client_id: sc.cfg.secrets.client_id,
         sc.names.secret_client_secret: sc.cfg.secrets.client_secret,
@@ -96,7 +98,7 @@ def preflight(sc: StepContext, prompt: Prompt | None = None) -> dict[str, str]:
 
 
 def ensure(sc: StepContext, values: dict[str, str]) -> None:
-    found = find(sc)
+    found = sc.take("secrets", lambda: find(sc))
     client = sc.aws.secrets
     for name in secret_names(sc):
         label = f"secret {name.split('/', 1)[1]}"
@@ -110,7 +112,7 @@ def ensure(sc: StepContext, values: dict[str, str]) -> None:
             sc.report(label, CREATING, name)
             with aws_action(f"create the secret {name}"):
                 meta = dict(
-                    client.create_secret(Name=name, SecretString=value, Tags=tag_list(sc.tags))  # type: ignore[arg-type]
+                    client.create_secret(Name=name, SecretString=value, Tags=tag_list(sc.tags))
                 )
             meta["Name"] = name
             if name == sc.names.secret_db_password:
@@ -133,9 +135,18 @@ def _generate(sc: StepContext, name: str) -> str:
     raise AssertionError(f"no generator for {name}")  # preflight guarantees the OAuth values
 
 
-def _update_value(sc: StepContext, name: str, value: str, label: str) -> None:
+def read_value(sc: StepContext, name: str) -> str | None:
+    """A stored value (to compare with a given one; never reported). None: no such secret."""
     with aws_action(f"read the secret {name}"):
-        current = sc.aws.secrets.get_secret_value(SecretId=name).get("SecretString")
+        got = missing_on(
+            {"ResourceNotFoundException", "InvalidRequestException"},
+            lambda: sc.aws.secrets.get_secret_value(SecretId=name),
+        )
+    return got.get("SecretString") if got else None
+
+
+def _update_value(sc: StepContext, name: str, value: str, label: str) -> None:
+    current = sc.take(f"value:{name}", lambda: read_value(sc, name))
     if current == value:
         sc.report(label, UNCHANGED, name)
         return
@@ -156,7 +167,7 @@ def db_password(sc: StepContext) -> str:
 
 
 def describe(sc: StepContext) -> list[Resource]:
-    found = find(sc)
+    found = sc.take("secrets", lambda: find(sc))
     rows = []
     for name in secret_names(sc):
         meta = found.get(name)
@@ -171,13 +182,17 @@ def describe(sc: StepContext) -> list[Resource]:
 
 
 def delete(sc: StepContext) -> None:
-    found = find(sc)
+    found = sc.take("secrets", lambda: find(sc))
     client = sc.aws.secrets
     for name in secret_names(sc):
         label = f"secret {name.split('/', 1)[1]}"
         meta = found.get(name)
         if meta is None or (meta.get("DeletedDate") and not sc.delete_data):
-            sc.report(label, DELETED if meta is None else KEPT, "already gone" if meta is None else "scheduled for deletion")
+            sc.report(
+                label,
+                DELETED if meta is None else KEPT,
+                "already gone" if meta is None else "scheduled for deletion",
+            )
             continue
         sc.report(label, DELETING, name)
         with aws_action(f"delete the secret {name}"):
@@ -198,4 +213,3 @@ def delete(sc: StepContext) -> None:
             sc.report(label, DELETED, name)
         else:
             sc.report(label, KEPT, f"recoverable for {RECOVERY_WINDOW_DAYS} days; `up` restores it")
-

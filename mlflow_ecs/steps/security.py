@@ -1,7 +1,9 @@
-"""Security groups: alb (80/443 from allowed_cidrs), tasks (proxy port from alb), db (3306 from tasks)."""
+"""Security groups: alb (80/443 from allowed_cidrs), tasks (the proxy port from alb only),
+db (3306 from tasks only)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from .. import render
@@ -16,6 +18,7 @@ from .base import (
     StepContext,
     aws_action,
     gone_ok,
+    in_parallel,
     require_owned,
     retry_on,
 )
@@ -62,28 +65,33 @@ def desired_rules(sc: StepContext, role: str) -> set[render.Rule]:
 
 
 def ensure(sc: StepContext) -> None:
-    found = find(sc)
-    ec2 = sc.aws.ec2
+    found = sc.take("security", lambda: find(sc))
     names = group_names(sc)
+
+    def create(role: str) -> dict[str, Any]:
+        sc.report(f"security group {role}", CREATING, names[role])
+        with aws_action(f"create the security group {names[role]}"):
+            gid = sc.aws.ec2.create_security_group(
+                GroupName=names[role],
+                Description=DESCRIPTIONS[role],
+                VpcId=sc.out.vpc_id,
+                TagSpecifications=[
+                    {
+                        "ResourceType": "security-group",
+                        "Tags": tag_list({**sc.tags, "Name": names[role]}),
+                    }
+                ],
+            )["GroupId"]
+        return {"GroupId": gid, "IpPermissions": []}
+
+    missing = [role for role in ROLES if role not in found]
+    found |= dict(
+        zip(missing, in_parallel([partial(create, role) for role in missing]), strict=True)
+    )
     for role in ROLES:
-        group = found.get(role)
-        if group is None:
-            sc.report(f"security group {role}", CREATING, names[role])
-            with aws_action(f"create the security group {names[role]}"):
-                gid = ec2.create_security_group(
-                    GroupName=names[role],
-                    Description=DESCRIPTIONS[role],
-                    VpcId=sc.out.vpc_id,
-                    TagSpecifications=[
-                        {
-                            "ResourceType": "security-group",
-                            "Tags": tag_list({**sc.tags, "Name": names[role]}),
-                        }
-                    ],
-                )["GroupId"]
-            group = {"GroupId": gid, "IpPermissions": []}
-        sc.out.security_groups[role] = group["GroupId"]
-        _sync_rules(sc, role, group)
+        sc.out.security_groups[role] = found[role]["GroupId"]
+    # Each group's rules only name the other groups' ids, so they can be set at once.
+    in_parallel([partial(_sync_rules, sc, role, found[role]) for role in ROLES])
 
 
 def _sync_rules(sc: StepContext, role: str, group: dict[str, Any]) -> None:
@@ -99,16 +107,18 @@ def _sync_rules(sc: StepContext, role: str, group: dict[str, Any]) -> None:
     with aws_action(f"update the rules of {group_names(sc)[role]}"):
         if extra:
             sc.aws.ec2.revoke_security_group_ingress(
-                GroupId=gid, IpPermissions=render.ip_permissions(extra)  # type: ignore[arg-type]
+                GroupId=gid,
+                IpPermissions=render.ip_permissions(extra),  # type: ignore[arg-type]
             )
         if missing:
             sc.aws.ec2.authorize_security_group_ingress(
-                GroupId=gid, IpPermissions=render.ip_permissions(missing)  # type: ignore[arg-type]
+                GroupId=gid,
+                IpPermissions=render.ip_permissions(missing),  # type: ignore[arg-type]
             )
 
 
 def describe(sc: StepContext) -> list[Resource]:
-    found = find(sc)
+    found = sc.take("security", lambda: find(sc))
     names = group_names(sc)
     rows = []
     for role in ROLES:
@@ -131,7 +141,7 @@ def _can_render(sc: StepContext, role: str) -> bool:
 
 
 def delete(sc: StepContext) -> None:
-    found = find(sc)
+    found = sc.take("security", lambda: find(sc))
     for role in reversed(ROLES):  # db refers to tasks, tasks to alb
         group = found.get(role)
         label = f"security group {role}"
@@ -145,8 +155,10 @@ def delete(sc: StepContext) -> None:
             retry_on(
                 sc,
                 {"DependencyViolation"},
-                lambda g=gid: gone_ok(
-                    {"InvalidGroup.NotFound"}, lambda: sc.aws.ec2.delete_security_group(GroupId=g)
+                partial(
+                    gone_ok,
+                    {"InvalidGroup.NotFound"},
+                    partial(sc.aws.ec2.delete_security_group, GroupId=gid),
                 ),
                 attempts=30,
             )

@@ -39,7 +39,9 @@ def find(sc: StepContext) -> dict[str, Any] | None:
     if not services:
         return None
     svc = dict(services[0])
-    require_owned("ECS service", sc.names.service, tag_dict(svc.get("tags"), "key", "value"), sc.names.stack)
+    require_owned(
+        "ECS service", sc.names.service, tag_dict(svc.get("tags"), "key", "value"), sc.names.stack
+    )
     return svc
 
 
@@ -84,7 +86,10 @@ def changes(sc: StepContext, svc: dict[str, Any]) -> dict[str, Any]:
     if "healthCheckGracePeriodSeconds" in svc and svc["healthCheckGracePeriodSeconds"] != grace:
         want["healthCheckGracePeriodSeconds"] = grace
     breaker = svc.get("deploymentConfiguration", {}).get("deploymentCircuitBreaker")
-    if breaker is not None and breaker != render.DEPLOYMENT_CONFIGURATION["deploymentCircuitBreaker"]:
+    if (
+        breaker is not None
+        and breaker != render.DEPLOYMENT_CONFIGURATION["deploymentCircuitBreaker"]
+    ):
         want["deploymentConfiguration"] = render.DEPLOYMENT_CONFIGURATION
     return want
 
@@ -119,21 +124,36 @@ def ensure(sc: StepContext, svc: dict[str, Any] | None) -> None:
             update = changes(sc, svc)
             if sc.out.secrets_changed:
                 update["forceNewDeployment"] = True
+            if not update and is_steady(svc) and rollout_failure(sc, svc) is None:
+                sc.report("service", UNCHANGED, f"{name} ({_state(svc)})")
+                return
             if not update:
-                sc.report("service", UNCHANGED, f"{name} ({svc.get('runningCount')}/{svc.get('desiredCount')} running)")
+                sc.report(
+                    "service",
+                    UNCHANGED,
+                    f"{name} ({svc.get('runningCount')}/{svc.get('desiredCount')} running)",
+                )
             else:
                 sc.report("service", UPDATING, f"{name}: {', '.join(update)}")
                 ecs.update_service(cluster=sc.names.ecs_cluster, service=name, **update)
     wait(sc)
 
 
+def _primary(svc: dict[str, Any]) -> dict[str, Any]:
+    """The service's PRIMARY deployment (the one being rolled out), or {}."""
+    found = (d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY")
+    return dict(next(found, {}))
+
+
 def rollout_failure(sc: StepContext, svc: dict[str, Any]) -> str | None:
-    primary = next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    primary = _primary(svc)
     if primary.get("rolloutState") == "FAILED":
         events = "; ".join(e.get("message", "") for e in svc.get("events", [])[:3])
-        return f"the deployment failed and was rolled back ({primary.get('rolloutStateReason', '')}) {events}".strip()
+        reason = primary.get("rolloutStateReason", "")
+        return f"the deployment failed and was rolled back ({reason}) {events}".strip()
     if svc.get("taskDefinition") != sc.out.task_definition_arn and sc.out.task_definition_arn:
-        return f"the service runs {svc.get('taskDefinition')}, not {sc.out.task_definition_arn} (rolled back?)"
+        running, ours = svc.get("taskDefinition"), sc.out.task_definition_arn
+        return f"the service runs {running}, not {ours} (rolled back?)"
     return None
 
 
@@ -145,7 +165,7 @@ def is_steady(svc: dict[str, Any]) -> bool:
 
 
 def _state(svc: dict[str, Any]) -> str:
-    primary = next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    primary = _primary(svc)
     return (
         f"{svc.get('runningCount', 0)}/{svc.get('desiredCount', 0)} running, "
         f"rollout {primary.get('rolloutState', 'n/a')}"
@@ -154,6 +174,7 @@ def _state(svc: dict[str, Any]) -> str:
 
 def wait(sc: StepContext) -> None:
     """Until the deployment has completed with our revision and every task runs (bounded)."""
+
     def probe() -> dict[str, Any]:
         with aws_action(f"read the ECS service {sc.names.service}"):
             return find(sc) or {"status": "missing"}
@@ -164,17 +185,19 @@ def wait(sc: StepContext) -> None:
         probe,
         done=lambda s: is_steady(s) and rollout_failure(sc, s) is None,
         describe=_state,
-        failed=lambda s: "the service disappeared" if s.get("status") == "missing" else rollout_failure(sc, s),
+        failed=lambda s: (
+            "the service disappeared" if s.get("status") == "missing" else rollout_failure(sc, s)
+        ),
     )
     sc.report("service", READY, _state(svc))
 
 
 def describe(sc: StepContext) -> tuple[list[Resource], dict[str, Any] | None]:
-    svc = find_checked(sc)
+    svc = sc.take("service", lambda: find_checked(sc))
     if svc is None:
         return [Resource("service", sc.names.service)], None
     state = "steady" if is_steady(svc) else "deploying"
-    primary = next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    primary = _primary(svc)
     if primary.get("rolloutState") == "FAILED":
         state = "failed"
     return [Resource("service", sc.names.service, svc["serviceArn"], state, _state(svc))], svc
@@ -182,19 +205,24 @@ def describe(sc: StepContext) -> tuple[list[Resource], dict[str, Any] | None]:
 
 def delete(sc: StepContext) -> None:
     ecs, name = sc.aws.ecs, sc.names.service
-    svc = find_checked(sc)
+    svc = sc.take("service", lambda: find_checked(sc))
     if svc is None:
         sc.report("service", DELETED, "already gone")
         return
     sc.report("service", DELETING, f"{name}: stopping its tasks")
     with aws_action(f"delete the ECS service {name}"):
-        if svc.get("desiredCount"):
-            ecs.update_service(cluster=sc.names.ecs_cluster, service=name, desiredCount=0)
+        # force: ECS scales the service to zero itself and drains it (one call, not two).
         ecs.delete_service(cluster=sc.names.ecs_cluster, service=name, force=True)
 
     def probe() -> dict[str, Any]:
         with aws_action(f"read the ECS service {name}"):
             return find(sc) or {"status": "INACTIVE"}
 
-    wait_until(sc, "service", probe, done=lambda s: s.get("status") == "INACTIVE", describe=lambda s: str(s.get("status")))
+    wait_until(
+        sc,
+        "service",
+        probe,
+        done=lambda s: s.get("status") == "INACTIVE",
+        describe=lambda s: str(s.get("status")),
+    )
     sc.report("service", DELETED, name)

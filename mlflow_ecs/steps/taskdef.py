@@ -42,16 +42,25 @@ def find(sc: StepContext, which: str = "") -> dict[str, Any] | None:
     try:
         got = sc.aws.ecs.describe_task_definition(taskDefinition=target, include=["TAGS"])
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"ClientException", "InvalidParameterException"}:
+        if exc.response.get("Error", {}).get("Code") in {
+            "ClientException",
+            "InvalidParameterException",
+        }:
             return None
         raise
     td = dict(got["taskDefinition"])
+    if not which and td.get("status") == "INACTIVE":
+        return None  # a bare family means its latest ACTIVE revision (some emulators disagree)
     td["tags"] = got.get("tags", [])
     return td
 
 
 def _sorted_named(items: list[Any]) -> list[Any]:
-    return sorted(items, key=lambda i: i.get("name", "")) if all(isinstance(i, dict) for i in items) else items
+    return (
+        sorted(items, key=lambda i: i.get("name", ""))
+        if all(isinstance(i, dict) for i in items)
+        else items
+    )
 
 
 def covers(have: Any, want: Any) -> bool:
@@ -61,20 +70,26 @@ def covers(have: Any, want: Any) -> bool:
     if isinstance(want, list):
         if not isinstance(have, list) or len(have) != len(want):
             return False
-        return all(covers(h, w) for h, w in zip(_sorted_named(have), _sorted_named(want), strict=True))
+        return all(
+            covers(h, w) for h, w in zip(_sorted_named(have), _sorted_named(want), strict=True)
+        )
     return bool(have == want)
 
 
 def differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
     """Names of the top-level (and per-container) fields that differ."""
-    diffs = [k for k, v in want.items() if k != "containerDefinitions" and not covers(have.get(k), v)]
+    diffs = [
+        k for k, v in want.items() if k != "containerDefinitions" and not covers(have.get(k), v)
+    ]
     have_c = {c["name"]: c for c in have.get("containerDefinitions", [])}
     for container in want["containerDefinitions"]:
         got = have_c.get(container["name"])
         if got is None:
             diffs.append(f"{container['name']} container")
             continue
-        diffs += [f"{container['name']}.{k}" for k, v in container.items() if not covers(got.get(k), v)]
+        diffs += [
+            f"{container['name']}.{k}" for k, v in container.items() if not covers(got.get(k), v)
+        ]
     if set(have_c) - {c["name"] for c in want["containerDefinitions"]}:
         diffs.append("extra containers")
     return diffs
@@ -85,11 +100,11 @@ def ensure(sc: StepContext, current_arn: str = "") -> None:
     want = desired(sc)
     family = sc.names.task_family
     with aws_action(f"read the task definition {family}"):
-        latest = find(sc)
+        latest = sc.take("taskdef", lambda: find(sc))
         candidates = [latest] if latest else []
-        if current_arn and (not latest or latest["taskDefinitionArn"] != current_arn):
-            if (current := find(sc, current_arn)) is not None:
-                candidates.insert(0, current)
+        other = current_arn and (not latest or latest["taskDefinitionArn"] != current_arn)
+        if other and (current := sc.take("taskdef_current", lambda: find(sc, current_arn))):
+            candidates.insert(0, current)
     for td in candidates:
         if not differences(td, want) and not _tags_stale(sc, td):
             sc.out.task_definition_arn = td["taskDefinitionArn"]
@@ -117,7 +132,15 @@ def describe(sc: StepContext, current_arn: str = "") -> list[Resource]:
     if td is None:
         return [Resource("task definition", sc.names.task_family)]
     images = ", ".join(c["image"] for c in td.get("containerDefinitions", []))
-    return [Resource("task definition", sc.names.task_family, _short(td["taskDefinitionArn"]), td["status"].lower(), images)]
+    return [
+        Resource(
+            "task definition",
+            sc.names.task_family,
+            _short(td["taskDefinitionArn"]),
+            td["status"].lower(),
+            images,
+        )
+    ]
 
 
 def delete(sc: StepContext) -> None:
@@ -125,7 +148,9 @@ def delete(sc: StepContext) -> None:
     with aws_action(f"list the revisions of {family}"):
         arns = [
             arn
-            for page in ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, status="ACTIVE")
+            for page in ecs.get_paginator("list_task_definitions").paginate(
+                familyPrefix=family, status="ACTIVE"
+            )
             for arn in page["taskDefinitionArns"]
             if arn.rsplit("/", 1)[-1].rsplit(":", 1)[0] == family
         ]
