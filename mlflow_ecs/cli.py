@@ -116,8 +116,49 @@ def _obj(ctx: typer.Context, config: str | None = None) -> Options:
     return replace(obj, config=config) if config else obj
 
 
+ForceUnlock = Annotated[
+    bool,
+    typer.Option(
+        "--force-unlock",
+        help="Break the stack's lock first (only when the up/down that holds it is gone).",
+    ),
+]
+WaitLock = Annotated[
+    float,
+    typer.Option("--wait", metavar="SECONDS", help="Wait this long for another up/down to end."),
+]
+
+
+def _refuse_if_locked(sc: StepContext, force: bool) -> None:
+    from . import lock
+
+    holder = lock.current_holder(sc)
+    if holder is not None and not force:
+        raise lock.StackLocked(
+            f"Stack {sc.names.stack!r} is locked by {holder.describe()}; nothing was changed.",
+            "Wait for it to finish and run again, or use --force-unlock if it is gone.",
+        )
+
+
+@contextmanager
+def _locked(sc: StepContext, command: str, force: bool, wait: float) -> Iterator[None]:
+    """One up/down of a stack at a time (an SSM parameter); released on every way out."""
+    from . import lock, ui
+
+    if force and (holder := lock.current_holder(sc)) is not None:
+        lock.force_unlock(sc)
+        ui.info(f"Broke the stack lock held by {holder.describe()}.", "yellow")
+    with lock.held(sc, command, wait):
+        yield
+
+
 @app.command()
-def up(ctx: typer.Context, config: ConfigOption = None) -> None:
+def up(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    force_unlock: ForceUnlock = False,
+    wait: WaitLock = 0.0,
+) -> None:
     """Create or update the stack; a re-run with nothing changed changes nothing."""
     from . import engine, ui
 
@@ -127,7 +168,7 @@ def up(ctx: typer.Context, config: ConfigOption = None) -> None:
         prompt: Callable[[str], str] | None = ui.prompt_secret if ui.interactive() else None
         with ui.Progress() as progress:
             sc = step_context(opts, cfg, progress)
-            result = engine.up(sc, prompt)
+            result = engine.up(sc, prompt, lambda: _locked(sc, "up", force_unlock, wait))
         ui.info(f"Stack {cfg.stack.name!r} is up: {result.url}", "bold green")
         for text in result.warnings:
             ui.info(f"WARNING: {text}", "bold yellow")
@@ -172,6 +213,8 @@ def down(
             "delete old final snapshots and force-delete the secrets. Cannot be undone.",
         ),
     ] = False,
+    force_unlock: ForceUnlock = False,
+    wait: WaitLock = 0.0,
 ) -> None:
     """Remove the stack; keeps the bucket, a final DB snapshot and the secrets unless asked."""
     from . import engine, ui
@@ -186,6 +229,7 @@ def down(
         sc.remember = False
         removed, kept = engine.what_down_removes(sc, current)
         if not removed:
+            _refuse_if_locked(sc, force_unlock)  # an up may be starting to make it
             ui.info(
                 f"Stack {cfg.stack.name!r} does not exist in {sc.aws.region}: nothing to remove.",
                 "green",
@@ -208,7 +252,8 @@ def down(
             if not ui.confirm("Go ahead?"):
                 ui.info("Nothing was changed.")
                 raise typer.Exit(EXIT_USAGE)
-        _run_down(sc, kept)
+        with _locked(sc, "down", force_unlock, wait):
+            _run_down(sc, kept)
 
 
 def _run_down(sc: StepContext, kept: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -131,7 +132,8 @@ def prefetch(sc: StepContext, pool: ThreadPoolExecutor) -> None:
     ):
         if value:
             first[f"value:{name}"] = partial(secrets.read_value, sc, name)
-    sc.found.update(_gather(pool, first))
+    # A read the caller already made (the OAuth check lists the secrets) is not made again.
+    sc.found.update(_gather(pool, {k: v for k, v in first.items() if k not in sc.found}))
 
     second: dict[str, Read] = {}
     vpc = sc.found["network"]
@@ -155,17 +157,28 @@ def prefetch(sc: StepContext, pool: ThreadPoolExecutor) -> None:
     sc.found.update(_gather(pool, second))
 
 
-def up(sc: StepContext, prompt: secrets.Prompt | None = None) -> UpResult:
+def up(
+    sc: StepContext,
+    prompt: secrets.Prompt | None = None,
+    lock: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> UpResult:
     """Find → create if missing → update if changed → wait until ready, step by step.
 
-    First every read, in parallel (nothing changes if any of them fails). Then the steps, in
+    First the OAuth client check (a missing one stops everything), then the lock (`lock`, so
+    one up/down of a stack runs at a time), then every read, in parallel (nothing changes if
+    any of them fails). Then the steps, in
     order; the database is started as soon as its network, security group and password exist,
     and waited for in the background, the load balancer too. Both are joined only before the
     service, the one step that needs them ready.
     """
+    values = secrets.preflight(sc, prompt)  # one read; stops before any change (and the lock)
+    with lock() if lock else nullcontext():
+        return _up_locked(sc, values)
+
+
+def _up_locked(sc: StepContext, values: dict[str, str]) -> UpResult:
     with ThreadPoolExecutor(max_workers=STATUS_THREADS, thread_name_prefix="read") as pool:
         prefetch(sc, pool)
-    values = secrets.preflight(sc, prompt)  # stops before any change
     found = warnings(sc.cfg)
     for text in found:
         sc.report("warning", WARNING, text)

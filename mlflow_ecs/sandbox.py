@@ -85,6 +85,7 @@ def moto_settings(running_tasks: int) -> dict[str, str]:
 
 def _import_server() -> Any:
     try:
+        import moto  # noqa: F401  (first: its server module may be imported already)
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
     except ImportError as exc:
         missing = f" (no module {exc.name!r})" if exc.name else ""

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +104,11 @@ def _server(monkeypatch: pytest.MonkeyPatch, running: str) -> Iterator[str]:
         port = s.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto's state is per process, not per server: start from nothing (and load the managed
+    # IAM policies, which moto does on reset).
+    urllib.request.urlopen(
+        urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"), timeout=30
+    ).close()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -128,17 +134,21 @@ def _cli() -> list[str]:
 
 def _env(endpoint: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
-    return env | ENV | {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": REGION,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "MLFLOW_ECS_POLL_INTERVAL": "0.2",
-        "MLFLOW_ECS_WAIT_TIMEOUT": "60",
-        "COLUMNS": "200",
-    }
+    return (
+        env
+        | ENV
+        | {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "MLFLOW_ECS_POLL_INTERVAL": "0.2",
+            "MLFLOW_ECS_WAIT_TIMEOUT": "60",
+            "COLUMNS": "200",
+        }
+    )
 
 
 def _lock_value(endpoint: str) -> dict[str, str] | None:
@@ -211,7 +221,9 @@ def test_force_unlock_breaks_a_stale_lock(server: str, tmp_path: Path) -> None:
     import boto3
 
     env = _env(server)
-    made = subprocess.run([*_cli(), "-c", str(cfg), "up"], env=env, capture_output=True, timeout=180)
+    made = subprocess.run(
+        [*_cli(), "-c", str(cfg), "up"], env=env, capture_output=True, timeout=180
+    )
     assert made.returncode == 0, made.stderr
     ssm = boto3.client(
         "ssm",
@@ -224,7 +236,11 @@ def test_force_unlock_breaks_a_stale_lock(server: str, tmp_path: Path) -> None:
     ssm.put_parameter(Name=lock.parameter_name("mlflow"), Value=json.dumps(stale), Type="String")
 
     refused = subprocess.run(
-        [*_cli(), "-c", str(cfg), "down", "--yes"], env=env, capture_output=True, text=True, timeout=120
+        [*_cli(), "-c", str(cfg), "down", "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert refused.returncode == 1 and "ghost@nowhere pid 1" in refused.stderr
 
