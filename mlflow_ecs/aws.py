@@ -6,6 +6,7 @@ The endpoint comes from the environment the usual botocore way (``AWS_ENDPOINT_U
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -15,7 +16,10 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
+from . import redact
 from .errors import AwsError, UsageError, wrap_client_error
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -30,8 +34,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
 # Standard retry mode: exponential backoff with jitter on throttling and transient errors, and
-# a client-side retry quota so a broken endpoint is not hammered. Eight attempts ride out the
-# bursts of throttling that ECS and ELBv2 give when many describes run in parallel.
+# a client-side retry quota so a broken endpoint is not hammered. Eight retries (nine attempts,
+# botocore's `max_attempts` counts retries) ride out the bursts of throttling that ECS and ELBv2
+# give when many describes run in parallel; AWS_MAX_ATTEMPTS overrides it (see retry_config).
 RETRY_CONFIG = BotoConfig(
     retries={"mode": "standard", "max_attempts": 8},
     connect_timeout=10,
@@ -39,7 +44,57 @@ RETRY_CONFIG = BotoConfig(
     max_pool_connections=16,
 )
 
+
+def retry_config(env: Mapping[str, str]) -> BotoConfig:
+    """RETRY_CONFIG, with the user's AWS_MAX_ATTEMPTS (botocore's own knob) when set: an
+    explicit Config would otherwise override it (e.g. AWS_MAX_ATTEMPTS=1 fails fast on an
+    unreachable endpoint instead of backing off for several seconds)."""
+    given = env.get("AWS_MAX_ATTEMPTS", "").strip()
+    if not given:
+        return RETRY_CONFIG
+    if not given.isdigit() or int(given) < 1:
+        raise UsageError(
+            f"AWS_MAX_ATTEMPTS: {given!r} is not a positive whole number.",
+            "Set it to 1 or more (e.g. export AWS_MAX_ATTEMPTS=8), or unset it.",
+        )
+    # AWS_MAX_ATTEMPTS counts every attempt, the first included: botocore's total_max_attempts
+    # (its `max_attempts` counts retries only).
+    retries: Any = {"mode": "standard", "total_max_attempts": int(given)}
+    return RETRY_CONFIG.merge(BotoConfig(retries=retries))
+
+
 Hook = Callable[..., Any]
+
+# Where secret values pass through botocore: request parameters and response fields.
+SECRET_PARAMS = ("SecretString", "MasterUserPassword", "NewMasterUserPassword")
+SECRET_RESULTS = ("SecretString", "RandomPassword")
+
+
+def _register_params(params: Mapping[str, Any] | None = None, **_: Any) -> None:
+    """Before botocore validates, serializes or logs a request: its secret values are known."""
+    if params:
+        redact.register(*(str(params[k]) for k in SECRET_PARAMS if params.get(k)))
+
+
+def _register_results(parsed: Mapping[str, Any] | None = None, **_: Any) -> None:
+    if parsed:
+        redact.register(*(str(parsed[k]) for k in SECRET_RESULTS if parsed.get(k)))
+
+
+def _log_call(event_name: str, **_: Any) -> None:
+    """--verbose: each AWS operation, by name only (never its parameters)."""
+    service, operation = event_name.split(".", 2)[1:]
+    log.debug("AWS call %s.%s", service, operation)
+
+
+# Registered before every other hook (GLOBAL_HOOKS and a context's own): a hook of a test
+# that answers a call itself must not skip the registration.
+REDACT_HOOKS: list[tuple[str, Hook]] = [
+    ("before-parameter-build.secrets-manager", _register_params),
+    ("before-parameter-build.rds", _register_params),
+    ("after-call.secrets-manager", _register_results),
+    ("before-call.*.*", _log_call),
+]
 
 # Event hooks every new client gets, besides the ones passed to AwsContext: botocore's own
 # extension point, used by scripts/bench.py to add simulated latency around the real commands.
@@ -68,7 +123,8 @@ class AwsContext:
                 "No AWS region is set.",
                 "Set stack.region in the config, pass --region, or export AWS_REGION.",
             )
-        self._hooks = [*GLOBAL_HOOKS, *(hooks or [])]
+        self._config = retry_config(os.environ)
+        self._hooks = [*REDACT_HOOKS, *GLOBAL_HOOKS, *(hooks or [])]
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._account_id = ""
@@ -76,7 +132,7 @@ class AwsContext:
     def client(self, service: str) -> Any:
         with self._lock:  # sessions are not thread-safe; clients are
             if service not in self._clients:
-                made = self.session.client(service, config=RETRY_CONFIG)  # type: ignore[call-overload]
+                made = self.session.client(service, config=self._config)  # type: ignore[call-overload]
                 for event, hook in self._hooks:
                     made.meta.events.register(event, hook)
                 self._clients[service] = made

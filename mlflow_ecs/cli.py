@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,7 +74,24 @@ def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            show_default=False,
+            metavar="",
+            help="Debug log on stderr: each step and AWS operation (-vv: also botocore's "
+            "request details). Secret values are always masked.",
+        ),
+    ] = 0,
 ) -> None:
+    from . import redact, ui
+
+    redact.register_environment(os.environ)  # before anything can fail or log
+    ui.setup_logging(verbose)
+    ctx.call_on_close(lambda: ui.setup_logging(0))  # a process that runs several commands
     ctx.obj = Options(config, profile, region)
 
 
@@ -104,8 +122,15 @@ def step_context(opts: Options, cfg: Config, report: Any, delete_data: bool = Fa
     from . import engine
     from .aws import AwsContext
 
+    if opts.region and (problem := cfgmod.region_problem(opts.region)):
+        raise UsageError(f"--region: {problem}.", "Pass a region like --region eu-west-1.")
     region = opts.region or cfg.stack.region or None
     aws = AwsContext(region=region, profile=opts.profile)
+    if not region and (problem := cfgmod.region_problem(aws.region)):  # the profile's region
+        raise UsageError(
+            f"The region of the AWS profile in use: {problem}.",
+            "Fix region in ~/.aws/config, or pass --region / set stack.region.",
+        )
     return engine.context(cfgmod.with_region(cfg, aws.region), aws, report, delete_data=delete_data)
 
 
@@ -418,7 +443,16 @@ def _stop_signals() -> Iterator[threading.Event]:
 
 
 def main() -> None:
-    app()
+    from . import redact
+
+    redact.register_environment(os.environ)  # before anything can fail or log
+    try:
+        app()
+    except Exception as exc:  # a bug: typer's traceback (no locals), secrets masked
+        from . import ui
+
+        ui.unexpected_error(exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

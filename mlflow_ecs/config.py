@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import redact
 from .errors import ConfigError
 
 OWNER_TAG = "mlflow-ecs:stack"
 DEFAULT_CONFIG_FILE = "mlflow-ecs.toml"
 CONFIG_ENV = "MLFLOW_ECS_CONFIG"
+FILE_HINT = "Give a readable UTF-8 TOML file (config.example.toml shows every key) and run again."
 
 DEFAULT_MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2-full"
 DEFAULT_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.12.0"
@@ -219,6 +221,11 @@ _PROVIDERS = (
     "google", "github", "gitlab", "azure", "entra-id", "oidc", "keycloak-oidc",
     "login.gov", "bitbucket", "digitalocean", "linkedin", "nextcloud", "facebook", "adfs",
 )  # fmt: skip
+
+
+def region_problem(v: str) -> str | None:
+    """Why a region name (from --region or a profile) is not one AWS has, or None."""
+    return _region(v)
 
 
 def _stack_name(v: str) -> str | None:
@@ -574,6 +581,8 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
 
 def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config") -> Config:
     """Validate a parsed TOML document and the environment; raise ConfigError with all problems."""
+    # Known before any message is built: an error may quote a value a user mistyped.
+    redact.register_environment(env)
     problems: list[str] = []
     sections: dict[str, dict[str, Any]] = {}
     for section, raw in data.items():
@@ -597,6 +606,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
         client_id=built["oauth2_proxy"].client_id or env.get("OAUTH2_PROXY_CLIENT_ID", ""),
         client_secret=env.get("OAUTH2_PROXY_CLIENT_SECRET", ""),
     )
+    redact.register(secrets.client_id)  # never shown from now on
     cfg = Config(**built, secrets=secrets, source=source)
     if env_region and (err := _region(env_region)):
         problems.append(f"{env_var}: {err}")
@@ -613,19 +623,31 @@ def config_path(given: str | None, env: Mapping[str, str]) -> Path:
 def load(path: Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a TOML config file."""
     env = os.environ if env is None else env
+    where = f"pass --config PATH, set {CONFIG_ENV}, or copy config.example.toml"
+    if path.is_dir():
+        raise ConfigError(
+            [f"is a directory, not a config file ({where})"], str(path), FILE_HINT
+        ) from None
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        raise ConfigError([f"no such file ({where})"], str(path), FILE_HINT) from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            [f"no such file (pass --config PATH, set {CONFIG_ENV}, or copy config.example.toml)"],
+            [f"cannot be read: not UTF-8 ({exc.reason} at byte {exc.start}): save it as UTF-8"],
             str(path),
+            FILE_HINT,
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"cannot be read: {exc}"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError(
+            [f"cannot be read ({exc.strerror}): check its permissions"], str(path), FILE_HINT
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"is not valid TOML: {exc}"], str(path)) from None
+        raise ConfigError(
+            [f"is not valid TOML: {exc}: fix the syntax there"], str(path), FILE_HINT
+        ) from None
     return parse(data, env, str(path))
 
 

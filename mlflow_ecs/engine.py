@@ -3,6 +3,7 @@ the status model. Never prints: everything goes to the reporter."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -39,6 +40,7 @@ from .steps.base import (
 )
 
 STATUS_THREADS = 16
+log = logging.getLogger(__name__)  # names of steps only, never a value
 
 
 def context(
@@ -171,14 +173,18 @@ def up(
     and waited for in the background, the load balancer too. Both are joined only before the
     service, the one step that needs them ready.
     """
+    log.debug("up %s: preflight", sc.names.stack)
     values = secrets.preflight(sc, prompt)  # one read; stops before any change (and the lock)
     with lock() if lock else nullcontext():
-        return _up_locked(sc, values)
+        result = _up_locked(sc, values)
+    log.debug("up %s: done", sc.names.stack)
+    return result
 
 
 def _up_locked(sc: StepContext, values: dict[str, str]) -> UpResult:
     with ThreadPoolExecutor(max_workers=STATUS_THREADS, thread_name_prefix="read") as pool:
         prefetch(sc, pool)
+    log.debug("up %s: read %d resources; steps start", sc.names.stack, len(sc.found))
     found = warnings(sc.cfg)
     for text in found:
         sc.report("warning", WARNING, text)
@@ -201,6 +207,7 @@ def _up_locked(sc: StepContext, values: dict[str, str]) -> UpResult:
             loadbalancer.ensure(sc)
             background.append(pool.submit(loadbalancer.wait, sc))
             taskdef.ensure(sc, current["taskDefinition"] if current else "")
+            log.debug("up %s: waiting for the database and the load balancer", sc.names.stack)
             _join(background)
         except BaseException:
             sc.cancel.set()  # background waits stop at their next poll
@@ -329,6 +336,7 @@ def down(sc: StepContext) -> None:
     balancer chain, and everything else at once; then the security groups beside the VPC's
     gateway, subnets and routes; the VPC last.
     """
+    log.debug("down %s: start", sc.names.stack)
     database.check_deletable(sc)  # refuses before any change
     service.delete(sc)
     network.describe(sc)  # the VPC id, for the groups and the VPC's contents
@@ -351,6 +359,7 @@ def down(sc: StepContext) -> None:
         raise
     in_parallel([lambda: security.delete(sc), lambda: network.delete_contents(sc)])
     network.delete(sc)
+    log.debug("down %s: done", sc.names.stack)
     if not sc.delete_data:
         sc.report(
             "data", KEPT, "bucket, final snapshot and (recoverable) secrets: `up` brings them back"

@@ -31,13 +31,14 @@ class UsageError(MlflowEcsError):
 class ConfigError(UsageError):
     """Every problem of a config at once, each naming its key path."""
 
-    def __init__(self, problems: list[str], source: str = "config") -> None:
+    def __init__(self, problems: list[str], source: str = "config", hint: str = "") -> None:
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         noun = "problem" if len(problems) == 1 else "problems"
         super().__init__(
             f"{source}: {len(problems)} {noun}:\n{lines}",
-            "Fix the keys named above (see config.example.toml for every key) and run again.",
+            hint
+            or "Fix the keys named above (see config.example.toml for every key) and run again.",
         )
 
 

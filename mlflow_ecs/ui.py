@@ -1,21 +1,28 @@
-"""The only place that talks to the terminal: live progress, tables, JSON, prompts.
+"""The only place that talks to the terminal: live progress, tables, JSON, prompts, logs.
 
-Diagnostics and progress go to stderr; data (status table or JSON) to stdout.
+Diagnostics, progress and (with --verbose) logs go to stderr; data (status table or JSON) to
+stdout. Everything written passes through redact.redact: no known secret value reaches the
+terminal, whatever text (an AWS error message, a log record, a traceback) carries it.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import sys
 import threading
 import time
+from contextlib import redirect_stderr
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+from .redact import RedactingFilter, redact, register
 
 if TYPE_CHECKING:
     from .engine import StackStatus
@@ -38,14 +45,90 @@ STYLES = {
 DONE = {"unchanged", "ready", "deleted", "kept", "absent", "failed"}
 
 
+class _Redacting:
+    """A text stream that masks known secret values in everything written to it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, flush, encoding, fileno ...
+        if name == "rich_proxied_file":  # rich would write to a live display's file directly
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
 # No markup and no emoji codes: AWS text is printed as it is (an ARN's ":secret:" would turn
 # into an emoji, a "[...]" into a style).
 def stdout() -> Console:
-    return Console(soft_wrap=True, markup=False, emoji=False)
+    return Console(file=_Redacting(sys.stdout), soft_wrap=True, markup=False, emoji=False)  # type: ignore[arg-type]
 
 
 def stderr() -> Console:
-    return Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
+    return Console(file=_Redacting(sys.stderr), soft_wrap=True, markup=False, emoji=False)  # type: ignore[arg-type]
+
+
+# --verbose: our own debug lines and each AWS operation's name; -vv adds botocore's debug
+# (request and response bodies). Both are masked by RedactingFilter, on the handler that the
+# records of both logger trees reach first (before any handler of the root logger).
+VERBOSE_LEVELS = {
+    1: {"mlflow_ecs": logging.DEBUG, "botocore": logging.INFO},
+    2: {"mlflow_ecs": logging.DEBUG, "botocore": logging.DEBUG},
+}
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of each record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addFilter(RedactingFilter())
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        return None
+
+
+_saved_levels: dict[str, int] = {}
+
+
+def setup_logging(verbosity: int) -> None:
+    """Log to stderr at the chosen verbosity (0: nothing, as before; each call replaces the
+    last: a process that runs several commands gets one handler)."""
+    for name, level in _saved_levels.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+            logger.removeHandler(handler)
+    _saved_levels.clear()
+    if verbosity <= 0:
+        return
+    handler = _StderrHandler()
+    for name, level in VERBOSE_LEVELS[min(verbosity, 2)].items():
+        logger = logging.getLogger(name)
+        _saved_levels[name] = logger.level
+        # Never less verbose than it already is (an embedding program may want more).
+        logger.setLevel(min(level, logger.getEffectiveLevel()))
+        logger.addHandler(handler)
+
+
+def unexpected_error(exc: BaseException) -> None:
+    """A bug's traceback, as typer shows it (never with locals), with secrets masked."""
+    import typer.main
+
+    buffer = io.StringIO()
+    with redirect_stderr(buffer):
+        typer.main.except_hook(type(exc), exc, exc.__traceback__)
+    sys.stderr.write(redact(buffer.getvalue()))
+    sys.stderr.flush()
 
 
 def interactive() -> bool:
@@ -148,7 +231,7 @@ def status_table(st: StackStatus) -> None:
 
 
 def status_json(st: StackStatus) -> None:
-    sys.stdout.write(json.dumps(st.to_dict(), indent=2, default=str) + "\n")
+    sys.stdout.write(redact(json.dumps(st.to_dict(), indent=2, default=str)) + "\n")
 
 
 def confirm(question: str) -> bool:
@@ -161,7 +244,9 @@ def prompt_secret(label: str) -> str:
     """Ask for a value without echoing it (the OAuth client secret)."""
     import getpass
 
-    return getpass.getpass(f"{label} (input hidden): ").strip()
+    value = getpass.getpass(f"{label} (input hidden): ").strip()
+    register(value)
+    return value
 
 
 def bullet_list(title: str, items: list[str]) -> None:
@@ -173,7 +258,7 @@ def bullet_list(title: str, items: list[str]) -> None:
 
 def export_lines(lines: list[str]) -> None:
     """Shell lines on stdout, flushed at once (a script may be reading them from a pipe)."""
-    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.write(redact("".join(f"{line}\n" for line in lines)))
     sys.stdout.flush()
 
 

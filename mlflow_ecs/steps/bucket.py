@@ -6,6 +6,7 @@ Kept by `down` unless --delete-data; then every object version goes with it.
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -77,7 +78,8 @@ def ensure(sc: StepContext) -> None:
             if sc.aws.region != "us-east-1":  # us-east-1 rejects a LocationConstraint
                 args["CreateBucketConfiguration"] = {"LocationConstraint": sc.aws.region}
             s3.create_bucket(**args)
-        tags = {}
+            _tag_new(sc)
+        tags = dict(sc.tags)
     settings = sc.take("bucket_settings", lambda: read_settings(sc)) or read_settings(sc)
     if settings is None:
         raise AwsError(f"The bucket {name} vanished while being set up.", "Run `up` again.")
@@ -89,6 +91,17 @@ def ensure(sc: StepContext) -> None:
     with aws_action(f"configure the bucket {name}"):
         for change in changes:  # the policy, when it changes, is the last of them
             _APPLY[change](sc)
+
+
+def _tag_new(sc: StepContext) -> None:
+    """Tag a bucket just made, first of all: untagged, a later run could not tell it from
+    someone else's and would refuse it. If tagging fails, the (empty) bucket goes again."""
+    try:
+        _APPLY["tags"](sc)
+    except BaseException:
+        with suppress(ClientError):
+            sc.aws.s3.delete_bucket(Bucket=sc.names.bucket)
+        raise
 
 
 def read_settings(sc: StepContext) -> dict[str, Any] | None:

@@ -200,19 +200,26 @@ def _ensure_subnets(sc: StepContext, vpc_id: str, vpc_cidr: str) -> dict[str, st
     return {r: str(by_role[r]) for r in SUBNET_ROLES}
 
 
+def _loose_gateways(sc: StepContext) -> list[Any]:
+    """The stack's internet gateways attached to no VPC: an `up` or `down` cut short between
+    creating (or detaching) one and attaching (or deleting) it leaves one."""
+    got = sc.aws.ec2.describe_internet_gateways(
+        Filters=[{"Name": f"tag:{OWNER_TAG}", "Values": [sc.names.stack]}]
+    )["InternetGateways"]
+    return [gw for gw in got if not gw.get("Attachments")]
+
+
 def _ensure_gateway(sc: StepContext, vpc_id: str) -> str:
     ec2 = sc.aws.ec2
     attached = sc.take("gateways", lambda: read_gateways(sc, vpc_id))
     if attached:
         return str(attached[0]["InternetGatewayId"])
     with aws_action("find a detached internet gateway of the stack"):
-        loose = ec2.describe_internet_gateways(
-            Filters=[{"Name": f"tag:{OWNER_TAG}", "Values": [sc.names.stack]}]
-        )["InternetGateways"]
+        loose = _loose_gateways(sc)
     sc.report("internet gateway", CREATING)
     with aws_action("create the internet gateway"):
         if loose:
-            igw = loose[0]["InternetGatewayId"]
+            igw = str(loose[0]["InternetGatewayId"])
         else:
             igw = ec2.create_internet_gateway(
                 TagSpecifications=_tag_spec("internet-gateway", sc.names.stack, sc)
@@ -273,22 +280,26 @@ def delete_contents(sc: StepContext) -> None:
     ec2 = sc.aws.ec2
     only_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
     with aws_action(f"delete the contents of the VPC {vpc_id}"):
-        tables, gateways, subnets = in_parallel(
+        tables, attached, loose, subnets = in_parallel(
             [
                 lambda: ec2.describe_route_tables(Filters=only_vpc)["RouteTables"],  # type: ignore[arg-type]
                 lambda: read_gateways(sc, vpc_id),
+                lambda: _loose_gateways(sc),
                 lambda: read_subnets(sc, vpc_id),
             ]
         )
+        gateways = {gw["InternetGatewayId"]: False for gw in loose}
+        gateways |= {gw["InternetGatewayId"]: True for gw in attached}
 
-        def drop_gateway(gid: str) -> None:
-            detach = lambda: ec2.detach_internet_gateway(InternetGatewayId=gid, VpcId=vpc_id)  # noqa: E731
-            retry_on(sc, DEPENDENCY, detach)
+        def drop_gateway(gid: str, is_attached: bool) -> None:
+            if is_attached:
+                detach = lambda: ec2.detach_internet_gateway(InternetGatewayId=gid, VpcId=vpc_id)  # noqa: E731
+                retry_on(sc, DEPENDENCY, detach)
             ec2.delete_internet_gateway(InternetGatewayId=gid)
 
         custom = [t for t in tables if not any(a.get("Main") for a in t.get("Associations", []))]
         in_parallel(
-            [partial(drop_gateway, gw["InternetGatewayId"]) for gw in gateways]
+            [partial(drop_gateway, gid, is_attached) for gid, is_attached in gateways.items()]
             + [
                 partial(
                     ec2.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"]
