@@ -1143,3 +1143,37 @@ def test_service_wait_times_out_on_a_rollout_that_never_finishes(
         service.wait(offline)
 
     assert fake_time.now == 30.0
+
+
+# --- an up after a down that stopped while the service was draining --------------------------
+
+
+def test_up_waits_for_a_draining_service_to_go_then_creates_it_anew(
+    aws: AwsContext, calls: Calls
+) -> None:
+    cfg = make_config()
+    engine.up(step_context(aws, cfg))
+    aws.ecs.delete_service(cluster="mlflow", service="mlflow", force=True)  # moto: INACTIVE at once
+    # AWS shows a deleted service as DRAINING until its tasks have stopped: the next three
+    # descriptions say so (a draining service can be neither updated nor re-created).
+    draining = {"left": 3}
+
+    def still_draining(parsed: dict[str, Any], **_: Any) -> None:
+        services = [s for s in parsed.get("services", []) if s.get("status") == "INACTIVE"]
+        if services and draining["left"] > 0:
+            draining["left"] -= 1
+            for svc in services:
+                svc["status"] = "DRAINING"
+
+    aws.ecs.meta.events.register("after-call.ecs.DescribeServices", still_draining)
+    calls.clear()
+    events = Events()
+    sc = engine.context(cfg, aws, events, Poll(interval=0.01, timeout=5.0))
+
+    engine.up(sc)
+
+    assert draining["left"] == 0  # it waited through every draining description
+    assert calls.mutating() == {"ecs.CreateService": 1}  # no UpdateService on a draining one
+    assert "waiting" in events.states("service")
+    st = engine.status(step_context(aws, cfg))
+    assert st.healthy and (st.running, st.desired) == (1, 1)

@@ -100,6 +100,11 @@ IAM_NOT_READY = {"InvalidParameterException", "AccessDeniedException"}
 def ensure(sc: StepContext, svc: dict[str, Any] | None) -> None:
     """Create or update the service (``svc``: what find_checked returned) and wait for it."""
     ecs, name = sc.aws.ecs, sc.names.service
+    if svc is not None and svc.get("status") == "DRAINING":
+        # A `down` stopped after deleting it: a draining service cannot be updated, and its
+        # name is free again only once it is INACTIVE. Wait for that, then create it anew.
+        _wait_inactive(sc)
+        svc = None
     with aws_action(f"set up the ECS service {name}"):
         if svc is None:
             sc.report("service", CREATING, f"{name}, {sc.cfg.service.desired_count} task(s)")
@@ -214,8 +219,15 @@ def delete(sc: StepContext) -> None:
         # force: ECS scales the service to zero itself and drains it (one call, not two).
         ecs.delete_service(cluster=sc.names.ecs_cluster, service=name, force=True)
 
+    _wait_inactive(sc)
+    sc.report("service", DELETED, name)
+
+
+def _wait_inactive(sc: StepContext) -> None:
+    """Until the deleted service has drained (its tasks stopped) and is INACTIVE (bounded)."""
+
     def probe() -> dict[str, Any]:
-        with aws_action(f"read the ECS service {name}"):
+        with aws_action(f"read the ECS service {sc.names.service}"):
             return find(sc) or {"status": "INACTIVE"}
 
     wait_until(
@@ -225,4 +237,3 @@ def delete(sc: StepContext) -> None:
         done=lambda s: s.get("status") == "INACTIVE",
         describe=lambda s: str(s.get("status")),
     )
-    sc.report("service", DELETED, name)
