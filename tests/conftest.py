@@ -82,6 +82,21 @@ def make_config(
     return config.parse(doc, ENV if env is None else env)
 
 
+class FakeTime:
+    """A clock that moves only when slept on: bounded waits without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 class Events:
     """A reporter that records (resource, state, detail)."""
 

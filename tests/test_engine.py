@@ -16,7 +16,17 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import CLIENT_ID, CLIENT_SECRET, ENV, REGION, Calls, Events, make_config, step_context
+from conftest import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ENV,
+    REGION,
+    Calls,
+    Events,
+    FakeTime,
+    make_config,
+    step_context,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -916,19 +926,6 @@ def test_a_new_oauth_secret_is_stored_and_redeploys_the_service(
 
 
 # --- bounded waits, with a fake clock --------------------------------------------------------
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

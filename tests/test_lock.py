@@ -12,26 +12,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import CLIENT_SECRET, ENV, REGION, make_config, step_context
+from conftest import CLIENT_SECRET, ENV, REGION, FakeTime, make_config, step_context
 
 from mlflow_ecs import lock
 from mlflow_ecs.aws import AwsContext
 from mlflow_ecs.steps.base import Poll
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_a_second_holder_is_refused_with_who_and_since(aws: AwsContext) -> None:
@@ -52,7 +40,7 @@ def test_a_second_holder_is_refused_with_who_and_since(aws: AwsContext) -> None:
 def test_waiting_is_bounded_and_polls_at_the_interval(aws: AwsContext) -> None:
     holder = step_context(aws, make_config())
     lock.acquire(holder, "up")
-    fake = FakeClock()
+    fake = FakeTime()
     sc = step_context(aws, make_config())
     sc.poll = Poll(interval=2.0, timeout=60, sleep=fake.sleep, clock=fake.clock)
 
@@ -151,17 +139,22 @@ def _env(endpoint: str) -> dict[str, str]:
     )
 
 
-def _lock_value(endpoint: str) -> dict[str, str] | None:
+def _ssm(endpoint: str) -> Any:
     import boto3
-    from botocore.exceptions import ClientError
 
-    ssm = boto3.client(
+    return boto3.client(
         "ssm",
         endpoint_url=endpoint,
         region_name=REGION,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+def _lock_value(endpoint: str) -> dict[str, str] | None:
+    from botocore.exceptions import ClientError
+
+    ssm = _ssm(endpoint)
     try:
         value = ssm.get_parameter(Name=lock.parameter_name("mlflow"))["Parameter"]["Value"]
     except ClientError:
@@ -218,20 +211,13 @@ def test_a_second_process_is_refused_and_ctrl_c_releases_the_lock(
 def test_force_unlock_breaks_a_stale_lock(server: str, tmp_path: Path) -> None:
     cfg = tmp_path / "mlflow-ecs.toml"
     cfg.write_text('[stack]\nname = "mlflow"\n')
-    import boto3
 
     env = _env(server)
     made = subprocess.run(
         [*_cli(), "-c", str(cfg), "up"], env=env, capture_output=True, timeout=180
     )
     assert made.returncode == 0, made.stderr
-    ssm = boto3.client(
-        "ssm",
-        endpoint_url=server,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    ssm = _ssm(server)
     stale = {"who": "ghost@nowhere pid 1", "command": "up", "since": "2026-01-01T00:00:00+00:00"}
     ssm.put_parameter(Name=lock.parameter_name("mlflow"), Value=json.dumps(stale), Type="String")
 
