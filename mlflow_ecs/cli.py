@@ -2,6 +2,7 @@
 
 Exit codes: 0 success; 1 AWS/operation failure; 2 usage or config error;
 3 (status) stack missing or unhealthy; 130 interrupted (run the same command again).
+`plan` follows Terraform's -detailed-exitcode: 0 no changes, 2 changes, 1 any error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .errors import EXIT_UNHEALTHY, EXIT_USAGE, MlflowEcsError, UsageError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .changes import Plan
     from .config import Config
     from .engine import StackStatus
     from .steps.base import StepContext
@@ -35,7 +37,8 @@ DEMO_OAUTH_ENV = {
 }
 
 EXIT_CODES = """Exit codes: 0 success, 1 AWS or operation failure, 2 usage or config error,
-3 (status) stack missing or unhealthy, 130 interrupted (run the same command again)."""
+3 (status) stack missing or unhealthy, 130 interrupted (run the same command again).
+plan: 0 no changes, 2 changes, 1 any error (Terraform's -detailed-exitcode)."""
 
 app = typer.Typer(
     name="mlflow-ecs",
@@ -96,15 +99,16 @@ def root(
 
 
 @contextmanager
-def _guard() -> Iterator[None]:
-    """The one way out: every error becomes its message, hint and exit code."""
+def _guard(error_code: int | None = None) -> Iterator[None]:
+    """The one way out: every error becomes its message, hint and exit code (``error_code``:
+    the same code for every error, as `plan` needs)."""
     from . import ui
 
     try:
         yield
     except MlflowEcsError as err:
         ui.show_error(err)
-        raise typer.Exit(err.exit_code) from None
+        raise typer.Exit(error_code or err.exit_code) from None
     except KeyboardInterrupt:
         ui.info("Interrupted. Nothing is lost: run the same command again to continue.", "yellow")
         raise typer.Exit(130) from None
@@ -177,14 +181,44 @@ def _locked(sc: StepContext, command: str, force: bool, wait: float) -> Iterator
         yield
 
 
+def _review(yes: bool) -> Callable[[Plan], None]:
+    """What `up` does with the plan of an existing stack: show what changes; ask before a
+    replacement or deletion (unless --yes; with no terminal to ask on, refuse)."""
+    from . import ui
+
+    def review(found: Plan) -> None:
+        ui.plan_table(found, ui.stderr(), only_changes=True)
+        destructive = found.destructive
+        if not destructive or yes:
+            return
+        what = ", ".join(f"{c.action} {c.kind} {c.name}" for c in destructive)
+        if not ui.interactive():
+            raise UsageError(
+                f"up would {what}, which needs a confirmation, and there is no terminal to "
+                "ask on: nothing was changed.",
+                "Run it in a terminal, or pass --yes (see `mlflow-ecs plan` first).",
+            )
+        if not ui.confirm(f"up will {what}. Go ahead?"):
+            raise UsageError("Not confirmed: nothing was changed.")
+
+    return review
+
+
 @app.command()
 def up(
     ctx: typer.Context,
     config: ConfigOption = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Do not ask before replacing or deleting a resource."),
+    ] = False,
     force_unlock: ForceUnlock = False,
     wait: WaitLock = 0.0,
 ) -> None:
-    """Create or update the stack; a re-run with nothing changed changes nothing."""
+    """Create or update the stack; a re-run with nothing changed changes nothing.
+
+    On an existing stack it first shows what will change, and asks before anything is
+    replaced or deleted."""
     from . import engine, ui
 
     with _guard():
@@ -193,10 +227,37 @@ def up(
         prompt: Callable[[str], str] | None = ui.prompt_secret if ui.interactive() else None
         with ui.Progress() as progress:
             sc = step_context(opts, cfg, progress)
-            result = engine.up(sc, prompt, lambda: _locked(sc, "up", force_unlock, wait))
+            result = engine.up(
+                sc, prompt, lambda: _locked(sc, "up", force_unlock, wait), _review(yes)
+            )
         ui.info(f"Stack {cfg.stack.name!r} is up: {result.url}", "bold green")
         for text in result.warnings:
             ui.info(f"WARNING: {text}", "bold yellow")
+
+
+@app.command()
+def plan(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+) -> None:
+    """Show what `up` would create, update, replace or delete; changes nothing.
+
+    Exit 0: nothing would change; 2: something would; 1: any error."""
+    from . import engine, lock, ui
+
+    with _guard(error_code=1):
+        opts = _obj(ctx, config)
+        cfg = load_config(opts)
+        sc = step_context(opts, cfg, _silent)
+        found = engine.plan(sc)
+        if (holder := lock.current_holder(sc)) is not None:
+            ui.info(f"Note: {holder.describe()} holds the stack's lock: the stack is changing.")
+        if as_json:
+            ui.plan_json(found)
+        else:
+            ui.plan_table(found)
+    raise typer.Exit(2 if found.changed else 0)
 
 
 @app.command()
@@ -250,7 +311,7 @@ def down(
         sc = step_context(opts, cfg, _silent, delete_data=delete_data)
         # With --yes, down follows at once: it reuses these reads instead of asking again.
         sc.remember = yes
-        current = engine.status(sc)
+        current = engine.status(sc, with_drift=False)
         sc.remember = False
         removed, kept = engine.what_down_removes(sc, current)
         if not removed:

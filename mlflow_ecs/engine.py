@@ -7,13 +7,15 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from . import render
 from .aws import AwsContext
+from .changes import CREATE, Change, Plan
 from .config import Config
+from .errors import MlflowEcsError, UsageError
 from .steps import (
     bucket,
     cluster,
@@ -128,12 +130,10 @@ def prefetch(sc: StepContext, pool: ThreadPoolExecutor) -> None:
     for role in (n.execution_role, n.task_role):
         first[f"role:{role}"] = partial(iam.find, sc, role)
         first[f"policies:{role}"] = partial(iam.read_policies, sc, role)
-    for name, value in (
-        (n.secret_client_id, sc.cfg.secrets.client_id),
-        (n.secret_client_secret, sc.cfg.secrets.client_secret),
-    ):
-        if value:
-            first[f"value:{name}"] = partial(secrets.read_value, sc, name)
+    for name in secrets.given_values(sc):
+        first[f"value:{name}"] = partial(secrets.read_value, sc, name)
+    if sc.cfg.network.vpc_id:
+        first["given_subnets"] = lambda: network.read_given_subnets(sc)
     # A read the caller already made (the OAuth check lists the secrets) is not made again.
     sc.found.update(_gather(pool, {k: v for k, v in first.items() if k not in sc.found}))
 
@@ -159,31 +159,86 @@ def prefetch(sc: StepContext, pool: ThreadPoolExecutor) -> None:
     sc.found.update(_gather(pool, second))
 
 
+def read(sc: StepContext) -> None:
+    """Every read of the stack, in parallel (see prefetch)."""
+    with ThreadPoolExecutor(max_workers=STATUS_THREADS, thread_name_prefix="read") as pool:
+        prefetch(sc, pool)
+
+
+def compute_plan(sc: StepContext, values: dict[str, str] | None = None) -> Plan:
+    """What `up` would do, from the reads already made (no AWS call when they are all there).
+
+    The same compare functions as `up`'s steps, in `up`'s order, on a copy of the context whose
+    outputs are the ids that exist, or placeholders for what `up` would make. ``values``: the
+    OAuth values `up` was given (default: the config's and the environment's).
+    """
+    p = sc.planning()
+    changes = [
+        *network.plan(p),
+        *security.plan(p),
+        *secrets.plan(p, values),
+        *database.plan(p),
+        *bucket.plan(p),
+        *iam.plan(p),
+        *logs.plan(p),
+        *cluster.plan(p),
+        *loadbalancer.plan(p),
+    ]
+    svc = p.peek("service", lambda: service.find_checked(p))
+    changes += [*taskdef.plan(p, svc["taskDefinition"] if svc else ""), *service.plan(p)]
+    return Plan(sc.names.stack, sc.aws.region, changes)
+
+
+def plan(sc: StepContext) -> Plan:
+    """`mlflow-ecs plan`: read everything, change nothing."""
+    read(sc)
+    return compute_plan(sc)
+
+
+class Blocked(UsageError):
+    """The config asks for a change `up` will not make."""
+
+
+def refuse_blocked(found: Plan) -> None:
+    if found.blocked:
+        lines = "; ".join(f"{c.kind} {c.name}: {c.blocked}" for c in found.blocked)
+        raise Blocked(f"up cannot make this change, so it changed nothing: {lines}")
+
+
+Review = Callable[[Plan], None]
+
+
 def up(
     sc: StepContext,
     prompt: secrets.Prompt | None = None,
     lock: Callable[[], AbstractContextManager[Any]] | None = None,
+    review: Review | None = None,
 ) -> UpResult:
     """Find → create if missing → update if changed → wait until ready, step by step.
 
     First the OAuth client check (a missing one stops everything), then the lock (`lock`, so
     one up/down of a stack runs at a time), then every read, in parallel (nothing changes if
-    any of them fails). Then the steps, in
-    order; the database is started as soon as its network, security group and password exist,
-    and waited for in the background, the load balancer too. Both are joined only before the
-    service, the one step that needs them ready.
+    any of them fails), and the plan made of them: a change `up` will not make stops it here;
+    when the stack exists, ``review`` sees the plan first (to show it, and to stop `up` by
+    raising when a replacement is not confirmed). Then the steps, in order; the database is
+    started as soon as its network, security group and password exist, and waited for in the
+    background, the load balancer too. Both are joined only before the service, the one step
+    that needs them ready.
     """
     log.debug("up %s: preflight", sc.names.stack)
     values = secrets.preflight(sc, prompt)  # one read; stops before any change (and the lock)
     with lock() if lock else nullcontext():
+        read(sc)
+        planned = compute_plan(sc, values)
+        refuse_blocked(planned)
+        if review is not None and planned.exists:
+            review(planned)
         result = _up_locked(sc, values)
     log.debug("up %s: done", sc.names.stack)
     return result
 
 
 def _up_locked(sc: StepContext, values: dict[str, str]) -> UpResult:
-    with ThreadPoolExecutor(max_workers=STATUS_THREADS, thread_name_prefix="read") as pool:
-        prefetch(sc, pool)
     log.debug("up %s: read %d resources; steps start", sc.names.stack, len(sc.found))
     found = warnings(sc.cfg)
     for text in found:
@@ -226,6 +281,8 @@ class StackStatus:
     running: int
     desired: int
     task_definition: str
+    drift: list[Change] = field(default_factory=list)
+    drift_error: str = ""
 
     @property
     def exists(self) -> bool:
@@ -256,11 +313,26 @@ class StackStatus:
                 "task_definition": self.task_definition,
             },
             "resources": [asdict(r) | {"present": r.present} for r in self.resources],
+            "drift": [c.to_dict() for c in self.drift],
+            "drift_error": self.drift_error,
         }
 
 
-def status(sc: StepContext) -> StackStatus:
-    """Describe every resource; independent describes run in parallel."""
+def drift(sc: StepContext) -> tuple[list[Change], str]:
+    """What differs from the config in resources that exist (what `up` would update, replace
+    or delete), and why it could not be told, if it could not."""
+    try:
+        read(sc)
+        planned = compute_plan(sc)
+    except MlflowEcsError as err:
+        return [], err.message
+    return [c for c in planned.changes if c.changed and c.action != CREATE], ""
+
+
+def status(sc: StepContext, with_drift: bool = True) -> StackStatus:
+    """Describe every resource (and, ``with_drift``, what differs from the config: the reads
+    are made once, in parallel, and serve both); independent describes run in parallel."""
+    differs, problem = drift(sc) if with_drift else ([], "")
     first: dict[str, Callable[[StepContext], Any]] = {
         "network": network.describe,
         "bucket": bucket.describe,
@@ -294,7 +366,7 @@ def status(sc: StepContext) -> StackStatus:
         "loadbalancer",
         "taskdef",
     ]
-    rows = [row for name in order for row in results[name]] + service_rows
+    rows = [_mark(row, differs) for row in [r for n in order for r in results[n]] + service_rows]
     return StackStatus(
         stack=sc.names.stack,
         region=sc.aws.region,
@@ -303,7 +375,17 @@ def status(sc: StepContext) -> StackStatus:
         running=int(svc.get("runningCount", 0)) if svc else 0,
         desired=int(svc.get("desiredCount", 0)) if svc else 0,
         task_definition=td_arn,
+        drift=differs,
+        drift_error=problem,
     )
+
+
+def _mark(row: Resource, differs: list[Change]) -> Resource:
+    """A row whose resource differs from the config says so in its detail."""
+    names = [c.summary(3) for c in differs if c.name == row.name and c.kind.startswith(row.kind)]
+    if not names:
+        return row
+    return replace(row, detail=f"{row.detail}; differs: {', '.join(names)}".lstrip("; "))
 
 
 def what_down_removes(sc: StepContext, current: StackStatus) -> tuple[list[str], list[str]]:

@@ -25,6 +25,7 @@ from rich.text import Text
 from .redact import RedactingFilter, redact, register
 
 if TYPE_CHECKING:
+    from .changes import Change, Plan
     from .engine import StackStatus
     from .errors import MlflowEcsError
 
@@ -154,12 +155,14 @@ class Progress:
     _live: Live | None = None
 
     def __enter__(self) -> Progress:
-        if self.console.is_terminal:
+        return self  # the live display starts with the first line (after any plan or prompt)
+
+    def _start(self) -> None:
+        if self._live is None and self.console.is_terminal:
             self._live = Live(
                 self._render(), console=self.console, refresh_per_second=8, transient=False
             )
             self._live.__enter__()
-        return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
@@ -173,6 +176,7 @@ class Progress:
                 self.warnings.append(detail)
                 self.console.print(Text(f"WARNING: {detail}", style=STYLES["warning"]))
                 return
+            self._start()
             now = time.monotonic()
             line = self.lines.get(resource)
             if line is None or (line.ended is not None and state not in DONE):
@@ -222,12 +226,76 @@ def status_table(st: StackStatus) -> None:
         style = "" if r.present else "red"
         table.add_row(r.kind, r.name, r.id or "-", Text(r.state, style=style or "green"), r.detail)
     out.print(table)
+    if st.drift:
+        out.print(
+            Text(
+                "Differs from the config (drift, or a change not applied yet); `up` puts it right:",
+                style="bold yellow",
+            )
+        )
+        change_lines(out, st.drift)
+    elif st.drift_error:
+        out.print(Text(f"Drift not checked: {st.drift_error}", style="yellow"))
     health = "healthy" if st.healthy else ("missing" if not st.exists else "NOT healthy")
     out.print(
         f"service: {st.running}/{st.desired} tasks running; stack is {health}", highlight=False
     )
     if st.url:
         out.print(f"url: {st.url}", highlight=False)
+
+
+MARKS = {
+    "create": ("+", "green"),
+    "update": ("~", "yellow"),
+    "replace": ("-/+", "bold red"),
+    "delete": ("-", "red"),
+    "unchanged": ("=", "dim"),
+}
+
+
+def _diff_lines(c: Change) -> list[str]:
+    from .changes import short_diff
+
+    lines = []
+    for d in c.diffs:
+        old, new = d.shown(d.old), d.shown(d.new)
+        if not d.sensitive:
+            old, new = short_diff(old, new)
+        lines.append(f"{d.attribute}: {old} → {new}")
+    return lines
+
+
+def change_lines(console: Console, changes: list[Change], details: bool = True) -> None:
+    """One line per resource (its action, marked as Terraform does), then, for an update,
+    replacement or deletion, one line per differing attribute: old → new."""
+    width = max((len(f"{c.kind} {c.name}") for c in changes), default=0)
+    for c in changes:
+        mark, style = MARKS[c.action]
+        label = f"{c.kind} {c.name}"
+        line = Text(f"{mark:>3} {label:<{width}}  ", style=style if c.changed else "dim")
+        line.append(c.action, style=style)
+        if c.note:
+            line.append(f"  ({c.note})", style="dim")
+        console.print(line, highlight=False)
+        if c.blocked:
+            console.print(Text(f"      up will not do this: {c.blocked}", style="bold red"))
+        if details and c.action != "create":
+            for text in _diff_lines(c):
+                console.print(Text(f"      {text}"), highlight=False)
+
+
+def plan_table(found: Plan, console: Console | None = None, only_changes: bool = False) -> None:
+    """The plan (`mlflow-ecs plan` on stdout; `up` on stderr, only what changes)."""
+    console = console or stdout()
+    console.print(Text(f"Stack {found.stack!r} in {found.region}:", style="bold"))
+    shown = [c for c in found.changes if c.changed] if only_changes else found.changes
+    change_lines(console, shown)
+    style = "bold yellow" if found.changed else "bold green"
+    console.print(Text(redact(found.summary()), style=style))
+
+
+def plan_json(found: Plan) -> None:
+    sys.stdout.write(redact(json.dumps(found.to_dict(), indent=2, default=str)) + "\n")
 
 
 def status_json(st: StackStatus) -> None:

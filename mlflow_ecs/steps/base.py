@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
-from ..aws import AwsContext
+from ..aws import AwsContext, tag_list
+from ..changes import Change, tags_of
 from ..config import OWNER_TAG, Config, Names
 from ..errors import AwsError, NotOwnedError, WaitTimeout, error_code, wrap_client_error
 
@@ -112,12 +113,24 @@ class StepContext:
 
     def take(self, key: str, read: Callable[[], T]) -> T:
         """The prefetched result of a read (used once: later reads go to AWS), or a fresh read."""
-        if key in self.found:
-            return self.found.pop(key)  # type: ignore[no-any-return]
+        if key in self.found:  # kept for the next take while remembering
+            value = self.found[key] if self.remember else self.found.pop(key)
+            return value  # type: ignore[no-any-return]
         value = read()
         if self.remember:
             self.found[key] = value
         return value
+
+    def peek(self, key: str, read: Callable[[], T]) -> T:
+        """Like take, but the read stays for the next take (`plan` reads, then `up` acts)."""
+        if key not in self.found:
+            self.found[key] = read()
+        return self.found[key]  # type: ignore[no-any-return]
+
+    def planning(self) -> StepContext:
+        """A copy for computing the plan: its own outputs (placeholders for what does not
+        exist yet), silent, sharing the reads."""
+        return replace(self, out=Outputs(), report=null_reporter)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -149,6 +162,15 @@ def tags_differ(
     to_set = {k: v for k, v in want.items() if have.get(k) != v}
     to_remove = sorted(k for k in have if k not in want)
     return to_set, to_remove
+
+
+def sync_ec2_tags(sc: StepContext, resource_id: str, planned: Change) -> None:
+    """Set and remove the tags a change names, on an EC2 resource (VPC, subnet, group...)."""
+    to_set, to_remove = tags_of(planned)
+    if to_set:
+        sc.aws.ec2.create_tags(Resources=[resource_id], Tags=tag_list(to_set))
+    if to_remove:
+        sc.aws.ec2.delete_tags(Resources=[resource_id], Tags=[{"Key": k} for k in to_remove])
 
 
 @contextmanager

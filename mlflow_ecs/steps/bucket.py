@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from .. import render
 from ..aws import tag_dict, tag_list
+from ..changes import NONE, Change, Diff, change, has_tags, tag_diffs
 from ..errors import AwsError, NotOwnedError, error_code
 from .base import (
     CREATING,
@@ -26,7 +27,6 @@ from .base import (
     aws_action,
     missing_on,
     require_owned,
-    tags_differ,
 )
 
 
@@ -66,6 +66,25 @@ def find(sc: StepContext) -> dict[str, str] | None:
     return tags
 
 
+def compare(
+    sc: StepContext, tags: dict[str, str] | None, settings: dict[str, Any] | None
+) -> Change:
+    name = sc.names.bucket
+    if tags is None or settings is None:
+        return change("bucket", name, [], created=True, note=_NEW)
+    return change("bucket", name, setting_diffs(sc, settings) + tag_diffs(sc.tags, tags))
+
+
+_NEW = "public access blocked, encrypted (SSE-S3), versioned, TLS-only policy"
+
+
+def plan(sc: StepContext) -> list[Change]:
+    sc.out.bucket = sc.names.bucket
+    tags = sc.peek("bucket", lambda: find(sc))
+    settings = sc.peek("bucket_settings", lambda: read_settings(sc)) if tags is not None else None
+    return [compare(sc, tags, settings)]
+
+
 def ensure(sc: StepContext) -> None:
     name = sc.names.bucket
     sc.out.bucket = name
@@ -80,17 +99,19 @@ def ensure(sc: StepContext) -> None:
             s3.create_bucket(**args)
             _tag_new(sc)
         tags = dict(sc.tags)
-    settings = sc.take("bucket_settings", lambda: read_settings(sc)) or read_settings(sc)
+        sc.found.pop("bucket_settings", None)  # read before it existed
+    settings = sc.take("bucket_settings", lambda: read_settings(sc))
     if settings is None:
         raise AwsError(f"The bucket {name} vanished while being set up.", "Run `up` again.")
-    changes = setting_changes(sc, tags, settings)
-    if not changes:
+    planned = compare(sc, tags, settings)
+    if not planned.changed:
         sc.report("bucket", UNCHANGED, name)
         return
-    sc.report("bucket", UPDATING, f"{name}: {', '.join(changes)}")
+    sc.report("bucket", UPDATING, f"{name}: {planned.summary()}")
     with aws_action(f"configure the bucket {name}"):
-        for change in changes:  # the policy, when it changes, is the last of them
-            _APPLY[change](sc)
+        for setting in _APPLY:  # in this order: the policy, when it changes, is the last
+            if (setting == "tags" and has_tags(planned)) or planned.has(setting):
+                _APPLY[setting](sc)
 
 
 def _tag_new(sc: StepContext) -> None:
@@ -130,21 +151,27 @@ def read_settings(sc: StepContext) -> dict[str, Any] | None:
         }
 
 
-def setting_changes(sc: StepContext, tags: dict[str, str], have: dict[str, Any]) -> list[str]:
-    """Which settings differ from what they should be (policy last: see notes/moto.md)."""
-    changes = []
+def _block_text(block: dict[str, Any] | None) -> str:
+    if not block:
+        return NONE
+    off = [k for k in sorted(render.PUBLIC_ACCESS_BLOCK) if not block.get(k)]
+    return "all four blocked" if not off else "not blocked: " + ", ".join(off)
+
+
+def setting_diffs(sc: StepContext, have: dict[str, Any]) -> list[Diff]:
+    """The settings that differ from what they should be."""
+    diffs = []
     if have["block"] != render.PUBLIC_ACCESS_BLOCK:
-        changes.append("public access block")
+        diffs.append(Diff("public access block", _block_text(have["block"]), "all four blocked"))
     rules = have["encryption"]
     if not rules or "ApplyServerSideEncryptionByDefault" not in rules[0]:
-        changes.append("encryption")
+        diffs.append(Diff("encryption", None, "SSE-S3 (AES256)"))
     if have["versioning"] != "Enabled":
-        changes.append("versioning")
-    if any(tags_differ(sc.tags, tags)):
-        changes.append("tags")
+        diffs.append(Diff("versioning", have["versioning"], "Enabled"))
     if have["policy"] != render.bucket_policy(sc.names.bucket):
-        changes.append("policy")
-    return changes
+        old = "a different policy" if have["policy"] else None
+        diffs.append(Diff("policy", old, "TLS-only (deny aws:SecureTransport = false)"))
+    return diffs
 
 
 _APPLY = {

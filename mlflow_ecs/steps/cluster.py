@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..aws import tag_dict
+from ..changes import Change, change, pending, tag_diffs, tags_of
 from .base import (
     CREATING,
     DELETED,
@@ -16,7 +17,6 @@ from .base import (
     aws_action,
     gone_ok,
     require_owned,
-    tags_differ,
 )
 
 
@@ -38,9 +38,25 @@ def find(sc: StepContext) -> dict[str, Any] | None:
     return cluster
 
 
+def compare(sc: StepContext, cluster: dict[str, Any] | None) -> Change:
+    name = sc.names.ecs_cluster
+    if cluster is None:
+        return change("ecs cluster", name, [], created=True)
+    return change(
+        "ecs cluster", name, tag_diffs(sc.tags, tag_dict(cluster.get("tags"), "key", "value"))
+    )
+
+
+def plan(sc: StepContext) -> list[Change]:
+    cluster = sc.peek("cluster", lambda: find(sc))
+    sc.out.cluster_arn = cluster["clusterArn"] if cluster else pending("ECS cluster")
+    return [compare(sc, cluster)]
+
+
 def ensure(sc: StepContext) -> None:
     name = sc.names.ecs_cluster
     cluster = sc.take("cluster", lambda: find(sc))
+    planned = compare(sc, cluster)
     ecs = sc.aws.ecs
     if cluster is None:
         # Only when missing: a second create_cluster may reset an existing one.
@@ -52,11 +68,11 @@ def ensure(sc: StepContext) -> None:
         sc.out.cluster_arn = arn
         return
     sc.out.cluster_arn = cluster["clusterArn"]
-    to_set, to_remove = tags_differ(sc.tags, tag_dict(cluster.get("tags"), "key", "value"))
-    if not to_set and not to_remove:
+    if not planned.changed:
         sc.report("ecs cluster", UNCHANGED, name)
         return
-    sc.report("ecs cluster", UPDATING, f"{name}: tags")
+    sc.report("ecs cluster", UPDATING, f"{name}: {planned.summary()}")
+    to_set, to_remove = tags_of(planned)
     with aws_action(f"tag the ECS cluster {name}"):
         if to_set:
             ecs.tag_resource(resourceArn=sc.out.cluster_arn, tags=_ecs_tags(to_set))

@@ -8,9 +8,11 @@ in the background so the slow part overlaps the other steps.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from ..aws import tag_dict, tag_list
+from ..changes import REPLACE, Change, Diff, change, pending, tag_diffs, tags_of
 from ..config import DB_PORT
 from ..errors import UsageError
 from . import secrets
@@ -30,7 +32,6 @@ from .base import (
     missing_on,
     require_owned,
     retry_on,
-    tags_differ,
     wait_until,
 )
 
@@ -108,8 +109,21 @@ def start(sc: StepContext) -> None:
     sc.out.db_status = str(cluster.get("Status", ""))
 
 
+def plan(sc: StepContext) -> list[Change]:
+    group = sc.peek("db_subnet_group", lambda: find_subnet_group(sc))
+    cluster = sc.peek("db_cluster", lambda: find_cluster(sc))
+    snapshot = sc.peek("db_snapshot", lambda: latest_final_snapshot(sc)) if not cluster else None
+    instance = sc.peek("db_instance", lambda: find_instance(sc))
+    sc.out.db_endpoint = cluster.get("Endpoint", "") if cluster else pending("cluster endpoint")
+    return [
+        compare_subnet_group(sc, group),
+        compare_cluster(sc, cluster, snapshot),
+        compare_instance(sc, instance),
+    ]
+
+
 def find_subnet_group(sc: StepContext) -> dict[str, Any] | None:
-    """The DB subnet group, ownership checked (its describe carries no tags: one more call)."""
+    """The DB subnet group with its tags (its describe carries none: one more call), owned."""
     name = sc.names.db_subnet_group
     with aws_action(f"find the DB subnet group {name}"):
         got = missing_on(
@@ -118,28 +132,52 @@ def find_subnet_group(sc: StepContext) -> dict[str, Any] | None:
         )
     if got is None:
         return None
-    _check_subnet_group_owned(sc)
-    return dict(got["DBSubnetGroups"][0])
+    return dict(got["DBSubnetGroups"][0]) | {"TagList": _subnet_group_tags(sc)}
+
+
+def compare_subnet_group(sc: StepContext, group: dict[str, Any] | None) -> Change:
+    name, want = sc.names.db_subnet_group, sorted(sc.out.private_subnets)
+    if group is None:
+        return change("db subnet group", name, [Diff("subnets", None, want)], created=True)
+    diffs = []
+    have = sorted(s["SubnetIdentifier"] for s in group.get("Subnets", []))
+    if have != want:
+        diffs.append(Diff("subnets", have, want))
+    return change(
+        "db subnet group", name, diffs + tag_diffs(sc.tags, tag_dict(group.get("TagList")))
+    )
 
 
 def _ensure_subnet_group(sc: StepContext) -> None:
     rds, name = sc.aws.rds, sc.names.db_subnet_group
     group = sc.take("db_subnet_group", lambda: find_subnet_group(sc))
-    want = sorted(sc.out.private_subnets)
+    planned = compare_subnet_group(sc, group)
     with aws_action(f"set up the DB subnet group {name}"):
         if group is None:
             sc.report("db subnet group", CREATING, name)
             rds.create_db_subnet_group(
                 DBSubnetGroupName=name,
                 DBSubnetGroupDescription=f"mlflow-ecs {sc.names.stack}: private subnets",
-                SubnetIds=want,
+                SubnetIds=sorted(sc.out.private_subnets),
                 Tags=tag_list(sc.tags),
             )
             return
-        have = sorted(s["SubnetIdentifier"] for s in group.get("Subnets", []))
-        if have != want:
-            sc.report("db subnet group", UPDATING, name)
-            rds.modify_db_subnet_group(DBSubnetGroupName=name, SubnetIds=want)
+        if not planned.changed:
+            return
+        sc.report("db subnet group", UPDATING, f"{name}: {planned.summary()}")
+        if planned.has("subnets"):
+            rds.modify_db_subnet_group(
+                DBSubnetGroupName=name, SubnetIds=sorted(sc.out.private_subnets)
+            )
+        _sync_tags(sc, _subnet_group_arn(sc), planned)
+
+
+def _sync_tags(sc: StepContext, arn: str, planned: Change) -> None:
+    to_set, to_remove = tags_of(planned)
+    if to_set:
+        sc.aws.rds.add_tags_to_resource(ResourceName=arn, Tags=tag_list(to_set))
+    if to_remove:
+        sc.aws.rds.remove_tags_from_resource(ResourceName=arn, TagKeys=to_remove)
 
 
 def _create_cluster(sc: StepContext) -> dict[str, Any]:
@@ -189,61 +227,138 @@ def _create_cluster(sc: StepContext) -> dict[str, Any]:
     return dict(cluster)
 
 
-def _check_subnet_group_owned(sc: StepContext) -> None:
-    arn = f"arn:aws:rds:{sc.aws.region}:{sc.aws.account_id}:subgrp:{sc.names.db_subnet_group}"
+def _subnet_group_arn(sc: StepContext) -> str:
+    return f"arn:aws:rds:{sc.aws.region}:{sc.aws.account_id}:subgrp:{sc.names.db_subnet_group}"
+
+
+def _subnet_group_tags(sc: StepContext) -> list[Any]:
     with aws_action("read the DB subnet group's tags"):
-        got = sc.aws.rds.list_tags_for_resource(ResourceName=arn)
-    require_owned(
-        "DB subnet group", sc.names.db_subnet_group, tag_dict(got.get("TagList")), sc.names.stack
-    )
+        got = sc.aws.rds.list_tags_for_resource(ResourceName=_subnet_group_arn(sc))
+    tags = list(got.get("TagList", []))
+    require_owned("DB subnet group", sc.names.db_subnet_group, tag_dict(tags), sc.names.stack)
+    return tags
 
 
-def cluster_changes(sc: StepContext, cluster: dict[str, Any]) -> dict[str, Any]:
-    """modify_db_cluster arguments for what differs from the config (empty: nothing)."""
-    d = sc.cfg.database
-    changes: dict[str, Any] = {}
+def version_key(version: str) -> tuple[int, ...]:
+    """'8.0.mysql_aurora.3.08.2' -> (8, 0, 3, 8, 2): for telling an upgrade from a downgrade."""
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def compare_cluster(
+    sc: StepContext, cluster: dict[str, Any] | None, snapshot: dict[str, Any] | None = None
+) -> Change:
+    d, name = sc.cfg.database, sc.names.db_cluster
+    if cluster is None:
+        note = f"Aurora MySQL {d.engine_version}, {d.min_capacity}-{d.max_capacity} ACU"
+        if snapshot:
+            note = f"restored from {snapshot['DBClusterSnapshotIdentifier']} (your data)"
+        return change("database cluster", name, [], created=True, note=note)
+    diffs = []
     scaling = cluster.get("ServerlessV2ScalingConfiguration", {})
-    if {k: float(scaling.get(k, -1)) for k in ("MinCapacity", "MaxCapacity")} != _scaling(sc):
-        changes["ServerlessV2ScalingConfiguration"] = _scaling(sc)
+    for key, label, want in (
+        ("MinCapacity", "min capacity", float(d.min_capacity)),
+        ("MaxCapacity", "max capacity", float(d.max_capacity)),
+    ):
+        if float(scaling.get(key, -1)) != want:
+            diffs.append(Diff(label, scaling.get(key), want))
     if bool(cluster.get("DeletionProtection")) != d.deletion_protection:
-        changes["DeletionProtection"] = d.deletion_protection
+        diffs.append(
+            Diff(
+                "deletion protection",
+                bool(cluster.get("DeletionProtection")),
+                d.deletion_protection,
+            )
+        )
     if cluster.get("BackupRetentionPeriod") != d.backup_retention_days:
-        changes["BackupRetentionPeriod"] = d.backup_retention_days
-    if cluster.get("EngineVersion") != d.engine_version:
-        changes["EngineVersion"] = d.engine_version
+        diffs.append(
+            Diff(
+                "backup retention days",
+                cluster.get("BackupRetentionPeriod"),
+                d.backup_retention_days,
+            )
+        )
+    have_version = str(cluster.get("EngineVersion", ""))
+    # AWS upgrades minor versions itself, and never downgrades: only an upgrade is a change.
+    if have_version != d.engine_version and version_key(d.engine_version) > version_key(
+        have_version
+    ):
+        diffs.append(Diff("engine version", have_version, d.engine_version))
     groups = sorted(g["VpcSecurityGroupId"] for g in cluster.get("VpcSecurityGroups", []))
     if "db" in sc.out.security_groups and groups != [sc.out.security_groups["db"]]:
-        changes["VpcSecurityGroupIds"] = [sc.out.security_groups["db"]]
-    return changes
+        diffs.append(Diff("security groups", groups, [sc.out.security_groups["db"]]))
+    tags = tag_diffs({**sc.tags, **_kept_tags(cluster)}, tag_dict(cluster.get("TagList")))
+    planned = change("database cluster", name, diffs + tags)
+    fixed = [
+        Diff(label, cluster.get(key), want)
+        for key, label, want in (
+            ("DatabaseName", "database.name", d.name),
+            ("MasterUsername", "database.username", d.username),
+        )
+        if cluster.get(key) not in (None, want)
+    ]
+    if fixed:
+        return Change(
+            "database cluster",
+            name,
+            REPLACE,
+            (*fixed, *planned.diffs),
+            blocked=f"{' and '.join(f.attribute for f in fixed)} cannot change on an existing "
+            "cluster, and a new one would be empty: put back the old value (your data is in "
+            "this cluster).",
+        )
+    return planned
+
+
+_MODIFY = {
+    "deletion protection": "DeletionProtection",
+    "backup retention days": "BackupRetentionPeriod",
+    "engine version": "EngineVersion",
+}
+
+
+def _modify_args(sc: StepContext, planned: Change) -> dict[str, Any]:
+    """modify_db_cluster arguments for the planned changes (empty: none)."""
+    args: dict[str, Any] = {
+        key: planned.get(label).new  # type: ignore[union-attr]
+        for label, key in _MODIFY.items()
+        if planned.has(label)
+    }
+    if planned.has("min capacity") or planned.has("max capacity"):
+        args["ServerlessV2ScalingConfiguration"] = _scaling(sc)
+    if planned.has("security groups"):
+        args["VpcSecurityGroupIds"] = [sc.out.security_groups["db"]]
+    return args
 
 
 def _update_cluster(sc: StepContext, cluster: dict[str, Any]) -> None:
     name = sc.names.db_cluster
-    changes = cluster_changes(sc, cluster)
-    to_set, to_remove = tags_differ(
-        {**sc.tags, **_kept_tags(cluster)}, tag_dict(cluster.get("TagList"))
-    )
-    if not changes and not to_set and not to_remove:
+    planned = compare_cluster(sc, cluster)
+    if planned.blocked:  # the engine refuses these before any change: never reached
+        raise UsageError(f"database cluster {name}: {planned.blocked}")
+    if not planned.changed:
         sc.report("database cluster", UNCHANGED, name)
         return
-    sc.report(
-        "database cluster",
-        UPDATING,
-        f"{name}: {', '.join([*changes, *(['tags'] if to_set or to_remove else [])])}",
-    )
+    sc.report("database cluster", UPDATING, f"{name}: {planned.summary()}")
     with aws_action(f"update the database cluster {name}"):
-        if changes:
-            sc.aws.rds.modify_db_cluster(DBClusterIdentifier=name, ApplyImmediately=True, **changes)
-        arn = cluster["DBClusterArn"]
-        if to_set:
-            sc.aws.rds.add_tags_to_resource(ResourceName=arn, Tags=tag_list(to_set))
-        if to_remove:
-            sc.aws.rds.remove_tags_from_resource(ResourceName=arn, TagKeys=to_remove)
+        if args := _modify_args(sc, planned):
+            sc.aws.rds.modify_db_cluster(DBClusterIdentifier=name, ApplyImmediately=True, **args)
+        _sync_tags(sc, cluster["DBClusterArn"], planned)
 
 
 def _kept_tags(cluster: dict[str, Any]) -> dict[str, str]:
     tags = tag_dict(cluster.get("TagList"))
     return {RESTORED_FROM_TAG: tags[RESTORED_FROM_TAG]} if RESTORED_FROM_TAG in tags else {}
+
+
+def compare_instance(sc: StepContext, instance: dict[str, Any] | None) -> Change:
+    name = sc.names.db_instance
+    if instance is None:
+        return change("database writer", name, [], created=True, note=INSTANCE_CLASS)
+    state = str(instance.get("DBInstanceStatus"))
+    note = "" if state == "available" else f"{state}: up waits for it"
+    return change(
+        "database writer", name, tag_diffs(sc.tags, tag_dict(instance.get("TagList"))), note=note
+    )
 
 
 def finish(sc: StepContext) -> None:
@@ -265,8 +380,14 @@ def finish(sc: StepContext) -> None:
         sc.out.db_endpoint = cluster.get("Endpoint", sc.out.db_endpoint)
         sc.report("database cluster", READY, sc.out.db_endpoint)
     instance = sc.take("db_instance", lambda: find_instance(sc))
+    planned = compare_instance(sc, instance)
+    if instance is not None and planned.changed:
+        sc.report("database writer", UPDATING, f"{sc.names.db_instance}: {planned.summary()}")
+        with aws_action(f"tag the database writer {sc.names.db_instance}"):
+            _sync_tags(sc, instance["DBInstanceArn"], planned)
     if instance is not None and instance.get("DBInstanceStatus") == "available":
-        sc.report("database writer", UNCHANGED, sc.names.db_instance)
+        if not planned.changed:
+            sc.report("database writer", UNCHANGED, sc.names.db_instance)
         return
     if instance is None:
         sc.report("database writer", CREATING, f"{sc.names.db_instance} ({INSTANCE_CLASS})")

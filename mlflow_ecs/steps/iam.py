@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 from .. import render
 from ..aws import tag_dict, tag_list
+from ..changes import CREATE, Change, Diff, change, tag_diffs, tags_of
 from .base import (
     CREATING,
     DELETED,
@@ -23,7 +24,6 @@ from .base import (
     gone_ok,
     missing_on,
     require_owned,
-    tags_differ,
 )
 
 INLINE_POLICY = "mlflow-ecs"
@@ -80,23 +80,68 @@ def read_policies(sc: StepContext, name: str) -> tuple[Any, set[str]] | None:
     return inline, {p["PolicyArn"] for p in attached["AttachedPolicies"]}
 
 
+def role_arn(sc: StepContext, name: str) -> str:
+    """A role's ARN is known before it exists."""
+    return f"arn:aws:iam::{sc.aws.account_id}:role/{name}"
+
+
+def compare(
+    sc: StepContext,
+    spec: RoleSpec,
+    role: dict[str, Any] | None,
+    policies: tuple[Any, set[str]] | None,
+) -> Change:
+    inline = Diff(f"policy {INLINE_POLICY}", None, spec.inline)
+    if role is None:
+        managed = [Diff("managed policy", None, arn) for arn in spec.managed]
+        return change(spec.label, spec.name, [inline, *managed], created=True)
+    diffs = []
+    trust = render.ecs_tasks_trust_policy(sc.aws.account_id)
+    if _document(role.get("AssumeRolePolicyDocument")) != trust:
+        diffs.append(Diff("trust policy", _document(role.get("AssumeRolePolicyDocument")), trust))
+    have_inline, attached = policies or (None, set())
+    if have_inline != spec.inline:
+        diffs.append(Diff(inline.attribute, have_inline, spec.inline))
+    diffs += [Diff("managed policy", None, arn) for arn in sorted(set(spec.managed) - attached)]
+    # Attached by hand (AdministratorAccess on the task role...): the role gets only ours.
+    diffs += [Diff("managed policy", arn, None) for arn in sorted(attached - set(spec.managed))]
+    return change(spec.label, spec.name, diffs + tag_diffs(sc.tags, tag_dict(role.get("Tags"))))
+
+
+def plan(sc: StepContext) -> list[Change]:
+    changes = []
+    for spec in specs(sc):
+        role = sc.peek(f"role:{spec.name}", partial(find, sc, spec.name))
+        policies = sc.peek(f"policies:{spec.name}", partial(read_policies, sc, spec.name))
+        changes.append(compare(sc, spec, role, policies if role else None))
+        _set_arn(sc, spec.name, role_arn(sc, spec.name))
+    return changes
+
+
+def _set_arn(sc: StepContext, name: str, arn: str) -> None:
+    if name == sc.names.execution_role:
+        sc.out.execution_role_arn = arn
+    else:
+        sc.out.task_role_arn = arn
+
+
 def ensure(sc: StepContext) -> None:
     for spec in specs(sc):
-        arn = _ensure_role(sc, spec)
-        if spec.name == sc.names.execution_role:
-            sc.out.execution_role_arn = arn
-        else:
-            sc.out.task_role_arn = arn
+        _set_arn(sc, spec.name, _ensure_role(sc, spec))
 
 
 def _ensure_role(sc: StepContext, spec: RoleSpec) -> str:
     iam = sc.aws.iam
-    trust = render.ecs_tasks_trust_policy(sc.aws.account_id)
     role = sc.take(f"role:{spec.name}", lambda: find(sc, spec.name))
-    changed: list[str] = []
+    policies = sc.take(f"policies:{spec.name}", lambda: read_policies(sc, spec.name))
+    planned = compare(sc, spec, role, policies if role else None)
+    if not planned.changed:
+        sc.report(spec.label, UNCHANGED, spec.name)
+        return str(role["Arn"]) if role else role_arn(sc, spec.name)
     with aws_action(f"set up the IAM role {spec.name}"):
         if role is None:
             sc.report(spec.label, CREATING, spec.name)
+            trust = render.ecs_tasks_trust_policy(sc.aws.account_id)
             role = dict(
                 iam.create_role(
                     RoleName=spec.name,
@@ -105,40 +150,32 @@ def _ensure_role(sc: StepContext, spec: RoleSpec) -> str:
                     Tags=tag_list(sc.tags),
                 )["Role"]
             )
-            changed.append("created")
-            have_inline, attached = None, set()
         else:
-            if _document(role.get("AssumeRolePolicyDocument")) != trust:
-                iam.update_assume_role_policy(
-                    RoleName=spec.name, PolicyDocument=render.to_json(trust)
-                )
-                changed.append("trust policy")
-            to_set, to_remove = tags_differ(sc.tags, tag_dict(role.get("Tags")))
-            if to_set:
-                iam.tag_role(RoleName=spec.name, Tags=tag_list(to_set))
-            if to_remove:
-                iam.untag_role(RoleName=spec.name, TagKeys=to_remove)
-            if to_set or to_remove:
-                changed.append("tags")
-            policies = sc.take(f"policies:{spec.name}", lambda: read_policies(sc, spec.name))
-            have_inline, attached = policies or (None, set())
-        if have_inline != spec.inline:
-            iam.put_role_policy(
-                RoleName=spec.name,
-                PolicyName=INLINE_POLICY,
-                PolicyDocument=render.to_json(spec.inline),
-            )
-            changed.append("policy")
-        for arn in sorted(set(spec.managed) - attached):
-            iam.attach_role_policy(RoleName=spec.name, PolicyArn=arn)
-            changed.append("managed policy")
-    if "created" in changed:
+            sc.report(spec.label, UPDATING, f"{spec.name}: {planned.summary()}")
+        for d in planned.diffs:
+            _apply(sc, spec, d)
+        to_set, to_remove = tags_of(planned)
+        if to_set:
+            iam.tag_role(RoleName=spec.name, Tags=tag_list(to_set))
+        if to_remove:
+            iam.untag_role(RoleName=spec.name, TagKeys=to_remove)
+    if planned.action == CREATE:
         sc.report(spec.label, READY, spec.name)
-    elif changed:
-        sc.report(spec.label, UPDATING, f"{spec.name}: {', '.join(changed)}")
-    else:
-        sc.report(spec.label, UNCHANGED, spec.name)
     return str(role["Arn"])
+
+
+def _apply(sc: StepContext, spec: RoleSpec, d: Diff) -> None:
+    iam, name = sc.aws.iam, spec.name
+    if d.attribute == "trust policy":
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=render.to_json(d.new))
+    elif d.attribute == f"policy {INLINE_POLICY}":
+        iam.put_role_policy(
+            RoleName=name, PolicyName=INLINE_POLICY, PolicyDocument=render.to_json(d.new)
+        )
+    elif d.attribute == "managed policy" and d.new:
+        iam.attach_role_policy(RoleName=name, PolicyArn=d.new)
+    elif d.attribute == "managed policy":
+        gone_ok(MISSING, partial(iam.detach_role_policy, RoleName=name, PolicyArn=d.old))
 
 
 def describe(sc: StepContext) -> list[Resource]:

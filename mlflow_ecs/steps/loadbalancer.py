@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from .. import render
 from ..aws import tag_dict, tag_list
+from ..changes import (
+    CREATE,
+    DELETE,
+    REPLACE,
+    UPDATE,
+    Change,
+    Diff,
+    change,
+    pending,
+    tag_diffs,
+    tags_of,
+)
 from ..errors import UsageError
 from .base import (
     CREATING,
@@ -21,7 +33,6 @@ from .base import (
     missing_on,
     require_owned,
     retry_on,
-    tags_differ,
     wait_until,
 )
 
@@ -72,29 +83,130 @@ def _lb_subnets(sc: StepContext) -> list[str]:
     )
 
 
+def _scheme(sc: StepContext) -> Literal["internal", "internet-facing"]:
+    return "internal" if sc.cfg.load_balancer.internal else "internet-facing"
+
+
+def compare_target_group(
+    sc: StepContext, tg: dict[str, Any] | None, tags: dict[str, dict[str, str]]
+) -> Change:
+    name, port = sc.names.target_group, sc.cfg.oauth2_proxy.port
+    if tg is None:
+        return change("target group", name, [], created=True, note=f"ip, port {port}, GET /health")
+    diffs = [
+        Diff(f"health check {k}", tg.get(k), v)
+        for k, v in render.HEALTH_CHECK.items()
+        if tg.get(k) != v
+    ]
+    diffs += tag_diffs(sc.tags, tags.get(tg["TargetGroupArn"], {}))
+    if tg.get("VpcId") != sc.out.vpc_id:
+        return Change(
+            "target group",
+            name,
+            REPLACE,
+            (Diff("vpc", tg.get("VpcId"), sc.out.vpc_id), *diffs),
+            blocked="the stack moved to another VPC, which needs every network resource anew: "
+            "run `mlflow-ecs down` (your data is kept) and `up` again, or put back the VPC.",
+        )
+    # The port is not compared: ECS registers each task with the service's container port,
+    # and the health check uses the port of each target, so the group's own is never used.
+    return change("target group", name, diffs)
+
+
+def compare_alb(
+    sc: StepContext,
+    alb: dict[str, Any] | None,
+    tags: dict[str, dict[str, str]],
+    attrs: dict[str, str],
+) -> Change:
+    name = sc.names.alb
+    attr_diffs = [
+        Diff(k, attrs.get(k), v) for k, v in desired_attributes(sc).items() if attrs.get(k) != v
+    ]
+    if alb is None:
+        return change("load balancer", name, attr_diffs, created=True, note=_scheme(sc))
+    diffs = []
+    sgs = [sc.out.security_groups["alb"]]
+    if sorted(alb.get("SecurityGroups", [])) != sgs:
+        diffs.append(Diff("security groups", sorted(alb.get("SecurityGroups", [])), sgs))
+    have_subnets = sorted(z["SubnetId"] for z in alb.get("AvailabilityZones", []))
+    if have_subnets != _lb_subnets(sc):
+        diffs.append(Diff("subnets", have_subnets, _lb_subnets(sc)))
+    tag_changes = tag_diffs(sc.tags, tags.get(alb["LoadBalancerArn"], {}))
+    if alb.get("Scheme") != _scheme(sc):
+        return Change(
+            "load balancer",
+            name,
+            REPLACE,
+            (Diff("scheme", alb.get("Scheme"), _scheme(sc)), *diffs, *attr_diffs, *tag_changes),
+            note="AWS cannot change a load balancer's scheme: up deletes it and makes a new one "
+            "(a minute without service; its DNS name changes: update your DNS record)",
+        )
+    return change("load balancer", name, diffs + attr_diffs + tag_changes)
+
+
+def compare_listeners(sc: StepContext, have: dict[int, dict[str, Any]]) -> list[Change]:
+    changes = []
+    want = render.listeners(sc.cfg, sc.out.target_group_arn)
+    for port, spec in want.items():
+        current = have.get(port)
+        if current is None:
+            changes.append(change("listener", str(port), listener_diffs(spec, {}), created=True))
+        else:
+            changes.append(change("listener", str(port), listener_diffs(spec, current)))
+    for port, current in sorted(have.items()):
+        if port not in want:
+            changes.append(
+                Change(
+                    "listener",
+                    str(port),
+                    DELETE,
+                    (Diff("protocol", current.get("Protocol"), None),),
+                    note="no longer configured",
+                )
+            )
+    return changes
+
+
+def plan(sc: StepContext) -> list[Change]:
+    alb, tg, tags = sc.peek("loadbalancer", lambda: find(sc))
+    tg_change = compare_target_group(sc, tg, tags)
+    sc.out.target_group_arn = tg["TargetGroupArn"] if tg else pending("target group")
+    attrs, have = {}, {}
+    if alb is not None:
+        arn = alb["LoadBalancerArn"]
+        attrs = sc.peek("lb_attributes", lambda: read_attributes(sc, arn))
+        have = sc.peek("listeners", lambda: read_listeners(sc, arn))
+    alb_change = compare_alb(sc, alb, tags, attrs)
+    replaced = alb is None or alb_change.action == REPLACE
+    sc.out.alb_dns = (
+        pending("load balancer DNS name") if alb is None or replaced else alb["DNSName"]
+    )
+    return [tg_change, alb_change, *compare_listeners(sc, {} if replaced else have)]
+
+
 def ensure(sc: StepContext) -> None:
     alb, tg, tags = sc.take("loadbalancer", lambda: find(sc))
-    tg_arn = _ensure_target_group(sc, tg, tags)
-    alb = _ensure_alb(sc, alb, tags)
+    sc.out.target_group_arn = _ensure_target_group(sc, tg, tags)
+    alb, listeners = _ensure_alb(sc, alb, tags)
     sc.out.alb_arn, sc.out.alb_dns = alb["LoadBalancerArn"], alb["DNSName"]
     sc.out.alb_state = str(alb.get("State", {}).get("Code", ""))
-    sc.out.target_group_arn = tg_arn
-    _ensure_listeners(sc, alb["LoadBalancerArn"], tg_arn)
+    _ensure_listeners(sc, alb["LoadBalancerArn"], listeners)
 
 
-def _sync_tags(sc: StepContext, arn: str, have: dict[str, str]) -> bool:
-    to_set, to_remove = tags_differ(sc.tags, have)
+def _sync_tags(sc: StepContext, arn: str, planned: Change) -> None:
+    to_set, to_remove = tags_of(planned)
     if to_set:
         sc.aws.elbv2.add_tags(ResourceArns=[arn], Tags=tag_list(to_set))
     if to_remove:
         sc.aws.elbv2.remove_tags(ResourceArns=[arn], TagKeys=to_remove)
-    return bool(to_set or to_remove)
 
 
 def _ensure_target_group(
     sc: StepContext, tg: dict[str, Any] | None, tags: dict[str, dict[str, str]]
 ) -> str:
     elbv2, name, port = sc.aws.elbv2, sc.names.target_group, sc.cfg.oauth2_proxy.port
+    planned = compare_target_group(sc, tg, tags)
     with aws_action(f"set up the target group {name}"):
         if tg is None:
             sc.report("target group", CREATING, f"{name} (ip, port {port}, GET /health)")
@@ -108,29 +220,35 @@ def _ensure_target_group(
                 **render.HEALTH_CHECK,  # type: ignore[arg-type]
             )
             return str(made["TargetGroups"][0]["TargetGroupArn"])
+        if planned.blocked:  # the engine refuses these before any change: never reached
+            raise UsageError(f"target group {name}: {planned.blocked}")
         arn = tg["TargetGroupArn"]
-        if tg.get("Port") != port or tg.get("VpcId") != sc.out.vpc_id:
-            raise UsageError(
-                f"The target group {name} uses port {tg.get('Port')} in {tg.get('VpcId')}; "
-                f"the config asks for port {port} in {sc.out.vpc_id}, which needs a new "
-                "target group.",
-                "Run `mlflow-ecs down` (your data is kept) and `up` again, or keep the old port.",
-            )
-        changes = [k for k, v in render.HEALTH_CHECK.items() if tg.get(k) != v]
-        if changes:
+        if not planned.changed:
+            sc.report("target group", UNCHANGED, name)
+            return str(arn)
+        sc.report("target group", UPDATING, f"{name}: {planned.summary()}")
+        if any(d.attribute.startswith("health check") for d in planned.diffs):
             elbv2.modify_target_group(TargetGroupArn=arn, **render.HEALTH_CHECK)  # type: ignore[arg-type]
-        if _sync_tags(sc, arn, tags.get(arn, {})):
-            changes.append("tags")
-    sc.report("target group", UPDATING if changes else UNCHANGED, name)
+        _sync_tags(sc, arn, planned)
     return str(arn)
 
 
 def _ensure_alb(
     sc: StepContext, alb: dict[str, Any] | None, tags: dict[str, dict[str, str]]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """The load balancer (made, updated or replaced) and its listeners as they are now."""
     elbv2, name = sc.aws.elbv2, sc.names.alb
-    lb = sc.cfg.load_balancer
-    sgs = [sc.out.security_groups["alb"]]
+    attrs: dict[str, str] = {}
+    listeners: dict[int, dict[str, Any]] = {}
+    if alb is not None:
+        arn = alb["LoadBalancerArn"]
+        attrs = sc.take("lb_attributes", lambda: read_attributes(sc, arn))
+        listeners = sc.take("listeners", lambda: read_listeners(sc, arn))
+    planned = compare_alb(sc, alb, tags, attrs)
+    if alb is not None and planned.action == REPLACE:
+        _replace(sc, alb)
+        alb, attrs, listeners = None, {}, {}
+        planned = compare_alb(sc, None, {}, {})
     with aws_action(f"set up the load balancer {name}"):
         if alb is None:
             sc.report("load balancer", CREATING, name)
@@ -138,55 +256,49 @@ def _ensure_alb(
                 elbv2.create_load_balancer(
                     Name=name,
                     Subnets=_lb_subnets(sc),
-                    SecurityGroups=sgs,
-                    Scheme="internal" if lb.internal else "internet-facing",
+                    SecurityGroups=[sc.out.security_groups["alb"]],
+                    Scheme=_scheme(sc),
                     Type="application",
                     IpAddressType="ipv4",
                     Tags=tag_list(sc.tags),
                 )["LoadBalancers"][0]
             )
-            attrs: dict[str, str] = {}
-            changes = ["created"]
+        elif not planned.changed:
+            sc.report("load balancer", UNCHANGED, name)
+            return alb, listeners
         else:
-            scheme = "internal" if lb.internal else "internet-facing"
-            if alb.get("Scheme") != scheme:
-                raise UsageError(
-                    f"The load balancer {name} is {alb.get('Scheme')}; "
-                    "load_balancer.internal asks for "
-                    f"{scheme}, which AWS cannot change in place.",
-                    "Run `mlflow-ecs down` (your data is kept) and `up` again, "
-                    "or revert the setting.",
-                )
-            changes = []
-            if sorted(alb.get("SecurityGroups", [])) != sgs:
-                elbv2.set_security_groups(
-                    LoadBalancerArn=alb["LoadBalancerArn"], SecurityGroups=sgs
-                )
-                changes.append("security groups")
-            have_subnets = sorted(z["SubnetId"] for z in alb.get("AvailabilityZones", []))
-            if have_subnets != _lb_subnets(sc):
-                elbv2.set_subnets(LoadBalancerArn=alb["LoadBalancerArn"], Subnets=_lb_subnets(sc))
-                changes.append("subnets")
-            if _sync_tags(sc, alb["LoadBalancerArn"], tags.get(alb["LoadBalancerArn"], {})):
-                changes.append("tags")
-            arn = alb["LoadBalancerArn"]
-            attrs = sc.take("lb_attributes", lambda: read_attributes(sc, arn))
-        want = desired_attributes(sc)
-        differ: list[Any] = [{"Key": k, "Value": v} for k, v in want.items() if attrs.get(k) != v]
-        if differ:
-            elbv2.modify_load_balancer_attributes(
-                LoadBalancerArn=alb["LoadBalancerArn"], Attributes=differ
+            sc.report("load balancer", UPDATING, f"{name}: {planned.summary()}")
+        arn = alb["LoadBalancerArn"]
+        if planned.has("security groups"):
+            elbv2.set_security_groups(
+                LoadBalancerArn=arn, SecurityGroups=[sc.out.security_groups["alb"]]
             )
-            if alb is not None and "created" not in changes:
-                changes.append("attributes")
-    label = "load balancer"
-    if "created" not in changes:
-        sc.report(
-            label,
-            UPDATING if changes else UNCHANGED,
-            f"{name}: {', '.join(changes)}" if changes else name,
+        if planned.has("subnets"):
+            elbv2.set_subnets(LoadBalancerArn=arn, Subnets=_lb_subnets(sc))
+        _sync_tags(sc, arn, planned)
+        differ: list[Any] = [
+            {"Key": k, "Value": v} for k, v in desired_attributes(sc).items() if planned.has(k)
+        ]
+        if differ:
+            elbv2.modify_load_balancer_attributes(LoadBalancerArn=arn, Attributes=differ)
+    return alb, listeners
+
+
+def _replace(sc: StepContext, alb: dict[str, Any]) -> None:
+    """Delete the load balancer (its listeners go with it) and wait until it is gone."""
+    sc.report("load balancer", DELETING, f"{sc.names.alb}: replaced (scheme)")
+    with aws_action(f"delete the load balancer {sc.names.alb} to replace it"):
+        gone_ok(
+            LB_MISSING,
+            lambda: sc.aws.elbv2.delete_load_balancer(LoadBalancerArn=alb["LoadBalancerArn"]),
         )
-    return alb
+    wait_until(
+        sc,
+        "load balancer",
+        lambda: _find_alb(sc) or {"State": {"Code": "deleted"}},
+        done=lambda a: a["State"]["Code"] == "deleted",
+        describe=lambda a: str(a["State"]["Code"]),
+    )
 
 
 def read_attributes(sc: StepContext, alb_arn: str) -> dict[str, str]:
@@ -209,25 +321,55 @@ def desired_attributes(sc: StepContext) -> dict[str, str]:
     }
 
 
-def _ensure_listeners(sc: StepContext, alb_arn: str, tg_arn: str) -> None:
+def _ensure_listeners(sc: StepContext, alb_arn: str, have: dict[int, dict[str, Any]]) -> None:
     elbv2 = sc.aws.elbv2
-    want = render.listeners(sc.cfg, tg_arn)
+    want = render.listeners(sc.cfg, sc.out.target_group_arn)
     with aws_action("set up the load balancer's listeners"):
-        have = sc.take("listeners", lambda: read_listeners(sc, alb_arn))
-        for port, spec in want.items():
-            current = have.get(port)
-            if current is None:
-                sc.report(f"listener {port}", CREATING, spec["Protocol"])
-                elbv2.create_listener(LoadBalancerArn=alb_arn, Tags=tag_list(sc.tags), **spec)
-            elif listener_differs(spec, current):
-                sc.report(f"listener {port}", UPDATING, spec["Protocol"])
-                elbv2.modify_listener(ListenerArn=current["ListenerArn"], **spec)
+        for planned in compare_listeners(sc, have):
+            port = int(planned.name)
+            label = f"listener {port}"
+            if planned.action == CREATE:
+                sc.report(label, CREATING, want[port]["Protocol"])
+                elbv2.create_listener(LoadBalancerArn=alb_arn, Tags=tag_list(sc.tags), **want[port])
+            elif planned.action == UPDATE:
+                sc.report(label, UPDATING, planned.summary())
+                elbv2.modify_listener(ListenerArn=have[port]["ListenerArn"], **want[port])
+            elif planned.action == DELETE:
+                sc.report(label, DELETING, "no longer configured")
+                elbv2.delete_listener(ListenerArn=have[port]["ListenerArn"])
             else:
-                sc.report(f"listener {port}", UNCHANGED, spec["Protocol"])
-        for port, current in have.items():
-            if port not in want:
-                sc.report(f"listener {port}", DELETING, "no longer configured")
-                elbv2.delete_listener(ListenerArn=current["ListenerArn"])
+                sc.report(label, UNCHANGED, want[port]["Protocol"])
+
+
+def _action_text(action: dict[str, Any]) -> str:
+    if action.get("Type") == "forward":
+        return f"forward to {action.get('TargetGroupArn')}"
+    redirect = action.get("RedirectConfig") or {}
+    if action.get("Type") == "redirect":
+        port, code = redirect.get("Port", ""), redirect.get("StatusCode")
+        return f"redirect to {redirect.get('Protocol')}:{port} ({code})"
+    return str(action.get("Type"))
+
+
+def listener_diffs(want: dict[str, Any], have: dict[str, Any]) -> list[Diff]:
+    diffs = []
+    if want["Protocol"] != have.get("Protocol"):
+        diffs.append(Diff("protocol", have.get("Protocol"), want["Protocol"]))
+    want_certs = [c["CertificateArn"] for c in want.get("Certificates", [])]
+    have_certs = [c["CertificateArn"] for c in have.get("Certificates", [])]
+    if want_certs != have_certs:
+        diffs.append(Diff("certificate", have_certs or None, want_certs or None))
+    # AWS fills in a default policy when none is given: only a different one is a change.
+    ssl = have.get("SslPolicy")
+    if "SslPolicy" in want and ssl != want["SslPolicy"] and (not have or ssl is not None):
+        diffs.append(Diff("ssl policy", have.get("SslPolicy"), want["SslPolicy"]))
+    want_actions = [_action_text(a) for a in want["DefaultActions"]]
+    have_actions = [_action_text(a) for a in have.get("DefaultActions", [])]
+    if [_action_key(a) for a in want["DefaultActions"]] != [
+        _action_key(a) for a in have.get("DefaultActions", [])
+    ]:
+        diffs.append(Diff("default action", have_actions or None, want_actions))
+    return diffs
 
 
 def _action_key(action: dict[str, Any]) -> tuple[Any, ...]:
@@ -239,20 +381,6 @@ def _action_key(action: dict[str, Any]) -> tuple[Any, ...]:
         str(redirect.get("Port", "")),
         redirect.get("StatusCode"),
     )
-
-
-def listener_differs(want: dict[str, Any], have: dict[str, Any]) -> bool:
-    if want["Protocol"] != have.get("Protocol"):
-        return True
-    want_certs = [c["CertificateArn"] for c in want.get("Certificates", [])]
-    have_certs = [c["CertificateArn"] for c in have.get("Certificates", [])]
-    if want_certs != have_certs:
-        return True
-    if "SslPolicy" in want and have.get("SslPolicy") not in (None, want["SslPolicy"]):
-        return True
-    return [_action_key(a) for a in want["DefaultActions"]] != [
-        _action_key(a) for a in have.get("DefaultActions", [])
-    ]
 
 
 def wait(sc: StepContext) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..changes import Change, Diff, change, tag_diffs, tags_of
 from .base import (
     CREATING,
     DELETED,
@@ -15,7 +16,6 @@ from .base import (
     aws_action,
     gone_ok,
     require_owned,
-    tags_differ,
 )
 
 MISSING = {"ResourceNotFoundException"}
@@ -38,32 +38,44 @@ def find(sc: StepContext) -> tuple[dict[str, Any], dict[str, str]] | None:
     return group, tags
 
 
+def compare(sc: StepContext, found: tuple[dict[str, Any], dict[str, str]] | None) -> Change:
+    name, days = sc.names.log_group, sc.cfg.service.log_retention_days
+    if found is None:
+        return change("log group", name, [Diff("retention days", None, days)], created=True)
+    group, tags = found
+    diffs = []
+    if group.get("retentionInDays") != days:
+        diffs.append(Diff("retention days", group.get("retentionInDays"), days))
+    return change("log group", name, diffs + tag_diffs(sc.tags, tags))
+
+
+def plan(sc: StepContext) -> list[Change]:
+    return [compare(sc, sc.peek("logs", lambda: find(sc)))]
+
+
 def ensure(sc: StepContext) -> None:
     name, days = sc.names.log_group, sc.cfg.service.log_retention_days
     logs = sc.aws.logs
     found = sc.take("logs", lambda: find(sc))
+    planned = compare(sc, found)
     with aws_action(f"set up the log group {name}"):
         if found is None:
             sc.report("log group", CREATING, f"{name}, {days} days")
             logs.create_log_group(logGroupName=name, tags=sc.tags)
             logs.put_retention_policy(logGroupName=name, retentionInDays=days)
             return
-        group, tags = found
-        changes = []
-        if group.get("retentionInDays") != days:
+        if not planned.changed:
+            sc.report("log group", UNCHANGED, name)
+            return
+        sc.report("log group", UPDATING, f"{name}: {planned.summary()}")
+        if planned.has("retention days"):
             logs.put_retention_policy(logGroupName=name, retentionInDays=days)
-            changes.append(f"retention {group.get('retentionInDays')} -> {days} days")
-        to_set, to_remove = tags_differ(sc.tags, tags)
+        to_set, to_remove = tags_of(planned)
+        arn = _arn(found[0])
         if to_set:
-            logs.tag_resource(resourceArn=_arn(group), tags=to_set)
+            logs.tag_resource(resourceArn=arn, tags=to_set)
         if to_remove:
-            logs.untag_resource(resourceArn=_arn(group), tagKeys=to_remove)
-        if to_set or to_remove:
-            changes.append("tags")
-    if changes:
-        sc.report("log group", UPDATING, f"{name}: {', '.join(changes)}")
-    else:
-        sc.report("log group", UNCHANGED, name)
+            logs.untag_resource(resourceArn=arn, tagKeys=to_remove)
 
 
 def describe(sc: StepContext) -> list[Resource]:

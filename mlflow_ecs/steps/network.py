@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 from ..aws import tag_dict, tag_list
+from ..changes import REPLACE, Change, Diff, change, pending, tag_diffs
 from ..config import OWNER_TAG
 from ..errors import UsageError
 from .base import (
@@ -19,11 +20,13 @@ from .base import (
     KEPT,
     READY,
     UNCHANGED,
+    UPDATING,
     Resource,
     StepContext,
     aws_action,
     in_parallel,
     retry_on,
+    sync_ec2_tags,
 )
 
 ROLE_TAG = "mlflow-ecs:role"
@@ -38,10 +41,7 @@ def subnet_cidrs(vpc_cidr: str) -> dict[str, str]:
     return {role: str(block) for role, block in zip(SUBNET_ROLES, blocks, strict=True)}
 
 
-def _tag_spec(kind: str, name: str, sc: StepContext, role: str = "") -> list[Any]:
-    tags = {**sc.tags, "Name": name}
-    if role:
-        tags[ROLE_TAG] = role
+def _tag_spec(kind: str, tags: dict[str, str]) -> list[Any]:
     return [{"ResourceType": kind, "Tags": tag_list(tags)}]
 
 
@@ -61,18 +61,112 @@ def find_vpc(sc: StepContext) -> dict[str, Any] | None:
     return dict(vpcs[0]) if vpcs else None
 
 
+def _vpc_tags(sc: StepContext) -> dict[str, str]:
+    return {**sc.tags, "Name": sc.names.vpc}
+
+
+def _subnet_tags(sc: StepContext, role: str) -> dict[str, str]:
+    return {**sc.tags, "Name": f"{sc.names.stack}-{role}", ROLE_TAG: role}
+
+
+def _gateway_tags(sc: StepContext) -> dict[str, str]:
+    return {**sc.tags, "Name": sc.names.stack}
+
+
+def _table_tags(sc: StepContext) -> dict[str, str]:
+    return {**sc.tags, "Name": f"{sc.names.stack}-public", ROLE_TAG: "public"}
+
+
+def compare_vpc(sc: StepContext, vpc: dict[str, Any] | None) -> Change:
+    cidr = sc.cfg.network.cidr
+    if vpc is None:
+        return change("vpc", sc.names.vpc, [Diff("cidr", None, cidr)], created=True)
+    tags = tag_diffs(_vpc_tags(sc), tag_dict(vpc.get("Tags")))
+    if vpc["CidrBlock"] != cidr:
+        return Change(
+            "vpc",
+            sc.names.vpc,
+            REPLACE,
+            (Diff("network.cidr", vpc["CidrBlock"], cidr), *tags),
+            blocked="a VPC's address block cannot change, and a new VPC means a new stack: "
+            f"put back cidr = {vpc['CidrBlock']!r}, or run `mlflow-ecs down` (your data is "
+            "kept) and `up` again.",
+        )
+    return change("vpc", sc.names.vpc, tags)
+
+
+def _subnets_by_role(found: list[Any]) -> dict[str, Any]:
+    return {tag_dict(s.get("Tags")).get(ROLE_TAG, ""): s for s in found}
+
+
+def compare_subnet(sc: StepContext, role: str, subnet: dict[str, Any] | None) -> Change:
+    name = f"{sc.names.stack}-{role}"
+    if subnet is None:
+        cidr = subnet_cidrs(sc.cfg.network.cidr)[role]
+        return change("subnet", name, [Diff("cidr", None, cidr)], created=True)
+    return change("subnet", name, tag_diffs(_subnet_tags(sc, role), tag_dict(subnet.get("Tags"))))
+
+
+def compare_gateway(sc: StepContext, gateways: list[Any]) -> Change:
+    if not gateways:
+        return change("internet gateway", sc.names.stack, [], created=True)
+    have = tag_dict(gateways[0].get("Tags"))
+    return change("internet gateway", sc.names.stack, tag_diffs(_gateway_tags(sc), have))
+
+
+def compare_table(sc: StepContext, tables: list[Any], igw: str, public: list[str]) -> Change:
+    name = f"{sc.names.stack}-public"
+    table = tables[0] if tables else {"Routes": [], "Associations": []}
+    routes = {r.get("DestinationCidrBlock"): r.get("GatewayId") for r in table.get("Routes", [])}
+    diffs = []
+    if routes.get(ANYWHERE) != igw:
+        diffs.append(Diff(f"route {ANYWHERE}", routes.get(ANYWHERE), igw))
+    associated = {a.get("SubnetId") for a in table.get("Associations", [])}
+    diffs += [Diff("associated subnet", None, s) for s in public if s not in associated]
+    if not tables:
+        return change("route table", name, diffs, created=True)
+    return change(
+        "route table", name, diffs + tag_diffs(_table_tags(sc), tag_dict(table.get("Tags")))
+    )
+
+
+def plan(sc: StepContext) -> list[Change]:
+    if sc.cfg.network.vpc_id:
+        subnets = sc.peek("given_subnets", lambda: read_given_subnets(sc))
+        vpc = sc.peek("network", lambda: find_vpc(sc))
+        check_given(sc, vpc, subnets)
+        return [Change("vpc", sc.cfg.network.vpc_id, note="yours: referenced, never modified")]
+    vpc = sc.peek("network", lambda: find_vpc(sc))
+    changes = [compare_vpc(sc, vpc)]
+    vpc_id = sc.out.vpc_id = vpc["VpcId"] if vpc else pending("vpc")
+    by_role = _subnets_by_role(sc.peek("subnets", lambda: read_subnets(sc, vpc_id)) if vpc else [])
+    ids = {}
+    for role in SUBNET_ROLES:
+        changes.append(compare_subnet(sc, role, by_role.get(role)))
+        ids[role] = by_role[role]["SubnetId"] if role in by_role else pending(f"subnet {role}")
+    sc.out.public_subnets = [ids["public-a"], ids["public-b"]]
+    sc.out.private_subnets = [ids["private-a"], ids["private-b"]]
+    gateways = sc.peek("gateways", lambda: read_gateways(sc, vpc_id)) if vpc else []
+    tables = sc.peek("route_tables", lambda: read_public_tables(sc, vpc_id)) if vpc else []
+    igw = gateways[0]["InternetGatewayId"] if gateways else pending("internet gateway")
+    changes.append(compare_gateway(sc, gateways))
+    changes.append(compare_table(sc, tables, igw, sc.out.public_subnets))
+    return changes
+
+
 def ensure(sc: StepContext) -> None:
     if sc.cfg.network.vpc_id:
         _reference(sc)
         return
     vpc = sc.take("network", lambda: find_vpc(sc))
+    planned = compare_vpc(sc, vpc)
     ec2 = sc.aws.ec2
     if vpc is None:
         sc.report("vpc", CREATING, sc.cfg.network.cidr)
         with aws_action(f"create the VPC {sc.names.vpc}"):
             vpc_id = ec2.create_vpc(
                 CidrBlock=sc.cfg.network.cidr,
-                TagSpecifications=_tag_spec("vpc", sc.names.vpc, sc),
+                TagSpecifications=_tag_spec("vpc", _vpc_tags(sc)),
             )["Vpc"]["VpcId"]
             ec2.get_waiter("vpc_available").wait(
                 VpcIds=[vpc_id],
@@ -81,6 +175,12 @@ def ensure(sc: StepContext) -> None:
         cidr = sc.cfg.network.cidr
     else:
         vpc_id, cidr = vpc["VpcId"], vpc["CidrBlock"]
+        if planned.blocked:  # the engine refuses these before any change: never reached
+            raise UsageError(f"vpc {sc.names.vpc}: {planned.blocked}")
+        if planned.changed:
+            sc.report("vpc", UPDATING, f"{vpc_id}: {planned.summary()}")
+            with aws_action(f"tag the VPC {vpc_id}"):
+                sync_ec2_tags(sc, vpc_id, planned)
     sc.out.vpc_id, sc.out.vpc_owned = vpc_id, True
     subnets = _ensure_subnets(sc, vpc_id, cidr)
     sc.out.public_subnets = [subnets["public-a"], subnets["public-b"]]
@@ -97,18 +197,23 @@ def ensure_internet(sc: StepContext) -> None:
     _ensure_public_routes(sc, sc.out.vpc_id, igw, sc.out.public_subnets)
 
 
-def _reference(sc: StepContext) -> None:
-    """Check the user's VPC and subnets exist and fit; change nothing."""
+def read_given_subnets(sc: StepContext) -> list[Any]:
+    ids = [*sc.cfg.network.public_subnet_ids, *sc.cfg.network.private_subnet_ids]
+    with aws_action("find the given subnets"):
+        found = sc.aws.ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": ids}])
+    return list(found.get("Subnets", []))
+
+
+def check_given(sc: StepContext, vpc: dict[str, Any] | None, found: list[Any]) -> None:
+    """The user's VPC and subnets exist and fit (else a UsageError); fills the outputs."""
     n = sc.cfg.network
-    if sc.take("network", lambda: find_vpc(sc)) is None:
+    if vpc is None:
         raise UsageError(
             f"network -> vpc_id: the VPC {n.vpc_id} does not exist in {sc.aws.region}.",
             "Give a VPC id of this account and region, or leave vpc_id empty to create one.",
         )
     ids = [*n.public_subnet_ids, *n.private_subnet_ids]
-    with aws_action("find the given subnets"):
-        found = sc.aws.ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": ids}])
-    subnets = {s["SubnetId"]: s for s in found.get("Subnets", [])}
+    subnets = {s["SubnetId"]: s for s in found}
     problems = [f"{i} does not exist" for i in ids if i not in subnets]
     problems += [
         f"{i} is in {s['VpcId']}, not {n.vpc_id}"
@@ -127,7 +232,13 @@ def _reference(sc: StepContext) -> None:
     sc.out.vpc_id, sc.out.vpc_owned = n.vpc_id, False
     sc.out.public_subnets = list(n.public_subnet_ids)
     sc.out.private_subnets = list(n.private_subnet_ids)
-    sc.report("vpc", KEPT, f"{n.vpc_id} (yours: referenced, never modified)")
+
+
+def _reference(sc: StepContext) -> None:
+    """Check the user's VPC and subnets exist and fit; change nothing."""
+    vpc = sc.take("network", lambda: find_vpc(sc))
+    check_given(sc, vpc, sc.take("given_subnets", lambda: read_given_subnets(sc)))
+    sc.report("vpc", KEPT, f"{sc.cfg.network.vpc_id} (yours: referenced, never modified)")
 
 
 def _zones(sc: StepContext) -> list[str]:
@@ -176,11 +287,17 @@ def read_public_tables(sc: StepContext, vpc_id: str) -> list[Any]:
 
 def _ensure_subnets(sc: StepContext, vpc_id: str, vpc_cidr: str) -> dict[str, str]:
     ec2 = sc.aws.ec2
-    found = sc.take("subnets", lambda: read_subnets(sc, vpc_id))
-    by_role = {tag_dict(s.get("Tags")).get(ROLE_TAG): s["SubnetId"] for s in found}
-    missing = [r for r in SUBNET_ROLES if r not in by_role]
+    by_role = _subnets_by_role(sc.take("subnets", lambda: read_subnets(sc, vpc_id)))
+    for role, subnet in by_role.items():
+        planned = compare_subnet(sc, str(role), subnet) if role in SUBNET_ROLES else None
+        if planned is not None and planned.changed:
+            sc.report(f"subnet {role}", UPDATING, planned.summary())
+            with aws_action(f"tag the {role} subnet"):
+                sync_ec2_tags(sc, subnet["SubnetId"], planned)
+    ids = {role: str(s["SubnetId"]) for role, s in by_role.items() if role in SUBNET_ROLES}
+    missing = [r for r in SUBNET_ROLES if r not in ids]
     if not missing:
-        return {r: str(by_role[r]) for r in SUBNET_ROLES}
+        return ids
     zones = _zones(sc)
     cidrs = subnet_cidrs(vpc_cidr)
 
@@ -192,12 +309,12 @@ def _ensure_subnets(sc: StepContext, vpc_id: str, vpc_cidr: str) -> dict[str, st
                 VpcId=vpc_id,
                 CidrBlock=cidrs[role],
                 AvailabilityZone=zone,
-                TagSpecifications=_tag_spec("subnet", f"{sc.names.stack}-{role}", sc, role),
+                TagSpecifications=_tag_spec("subnet", _subnet_tags(sc, role)),
             )["Subnet"]["SubnetId"]
 
     made = in_parallel([partial(create, role) for role in missing])
-    by_role.update(zip(missing, made, strict=True))
-    return {r: str(by_role[r]) for r in SUBNET_ROLES}
+    ids.update(zip(missing, made, strict=True))
+    return ids
 
 
 def _loose_gateways(sc: StepContext) -> list[Any]:
@@ -213,7 +330,13 @@ def _ensure_gateway(sc: StepContext, vpc_id: str) -> str:
     ec2 = sc.aws.ec2
     attached = sc.take("gateways", lambda: read_gateways(sc, vpc_id))
     if attached:
-        return str(attached[0]["InternetGatewayId"])
+        igw = str(attached[0]["InternetGatewayId"])
+        planned = compare_gateway(sc, attached)
+        if planned.changed:
+            sc.report("internet gateway", UPDATING, f"{igw}: {planned.summary()}")
+            with aws_action(f"tag the internet gateway {igw}"):
+                sync_ec2_tags(sc, igw, planned)
+        return igw
     with aws_action("find a detached internet gateway of the stack"):
         loose = _loose_gateways(sc)
     sc.report("internet gateway", CREATING)
@@ -222,7 +345,7 @@ def _ensure_gateway(sc: StepContext, vpc_id: str) -> str:
             igw = str(loose[0]["InternetGatewayId"])
         else:
             igw = ec2.create_internet_gateway(
-                TagSpecifications=_tag_spec("internet-gateway", sc.names.stack, sc)
+                TagSpecifications=_tag_spec("internet-gateway", _gateway_tags(sc))
             )["InternetGateway"]["InternetGatewayId"]
         ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
     return igw
@@ -231,31 +354,27 @@ def _ensure_gateway(sc: StepContext, vpc_id: str) -> str:
 def _ensure_public_routes(sc: StepContext, vpc_id: str, igw: str, public: list[str]) -> None:
     ec2 = sc.aws.ec2
     tables = sc.take("route_tables", lambda: read_public_tables(sc, vpc_id))
+    planned = compare_table(sc, tables, igw, public)
+    if not planned.changed:
+        return
     with aws_action("set up the public route table"):
         if tables:
-            table = tables[0]
-            rt = table["RouteTableId"]
+            rt = tables[0]["RouteTableId"]
+            sc.report("route table", UPDATING, f"{rt}: {planned.summary()}")
+            sync_ec2_tags(sc, rt, planned)
         else:
             sc.report("route table", CREATING, "public")
             rt = ec2.create_route_table(
-                VpcId=vpc_id,
-                TagSpecifications=_tag_spec(
-                    "route-table", f"{sc.names.stack}-public", sc, "public"
-                ),
+                VpcId=vpc_id, TagSpecifications=_tag_spec("route-table", _table_tags(sc))
             )["RouteTable"]["RouteTableId"]
-            table = {"Routes": [], "Associations": []}
-        routes = {
-            r.get("DestinationCidrBlock"): r.get("GatewayId") for r in table.get("Routes", [])
-        }
-        if routes.get(ANYWHERE) != igw:
-            if ANYWHERE in routes:
-                ec2.replace_route(RouteTableId=rt, DestinationCidrBlock=ANYWHERE, GatewayId=igw)
-            else:
-                ec2.create_route(RouteTableId=rt, DestinationCidrBlock=ANYWHERE, GatewayId=igw)
-        associated = {a.get("SubnetId") for a in table.get("Associations", [])}
-        for subnet in public:
-            if subnet not in associated:
-                ec2.associate_route_table(RouteTableId=rt, SubnetId=subnet)
+        route = planned.get(f"route {ANYWHERE}")
+        if route is not None and route.old is not None:
+            ec2.replace_route(RouteTableId=rt, DestinationCidrBlock=ANYWHERE, GatewayId=igw)
+        elif route is not None:
+            ec2.create_route(RouteTableId=rt, DestinationCidrBlock=ANYWHERE, GatewayId=igw)
+        for d in planned.diffs:
+            if d.attribute == "associated subnet":
+                ec2.associate_route_table(RouteTableId=rt, SubnetId=d.new)
 
 
 def describe(sc: StepContext) -> list[Resource]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..aws import tag_dict, tag_list
+from ..changes import Change, Diff, change, pending, tag_diffs, tags_of
 from ..errors import ConfigError
 from .base import (
     CREATING,
@@ -72,7 +73,7 @@ def preflight(sc: StepContext, prompt: Prompt | None = None) -> dict[str, str]:
     given = {
         sc.names.secret_client_id: sc.cfg.secrets.client_id,
         sc.names.secret_client_secret: sc.cfg.secrets.client_secret,
-    }
+    }  # the same as given_values, empty ones kept (to ask for them)
     labels = {
         sc.names.secret_client_id: (
             "oauth2_proxy -> client_id",
@@ -97,31 +98,90 @@ def preflight(sc: StepContext, prompt: Prompt | None = None) -> dict[str, str]:
     return {k: v for k, v in given.items() if v}
 
 
+def given_values(sc: StepContext) -> dict[str, str]:
+    """The OAuth values the config or environment gives (name -> value; empty ones left out)."""
+    given = {
+        sc.names.secret_client_id: sc.cfg.secrets.client_id,
+        sc.names.secret_client_secret: sc.cfg.secrets.client_secret,
+    }
+    return {k: v for k, v in given.items() if v}
+
+
+def compare(
+    sc: StepContext, name: str, meta: dict[str, Any] | None, value: str | None, stored: str | None
+) -> Change:
+    """``value``: the one given (None: keep what is stored); ``stored``: what is stored."""
+    label = "secret"
+    if meta is None:
+        generated = name in {sc.names.secret_db_password, sc.names.secret_cookie}
+        note = "generated" if generated else ""
+        if not generated and value is None:
+            note = "no value given: up asks for it (or export it first)"
+        return change(label, name, [Diff("value", None, "new", sensitive=True)], True, note)
+    diffs = []
+    if meta.get("DeletedDate"):
+        diffs.append(Diff("scheduled for deletion", str(meta["DeletedDate"]), None))
+    if value is not None and stored != value:
+        diffs.append(Diff("value", "stored", "given", sensitive=True))
+    note = "the service is redeployed to read it" if any(d.sensitive for d in diffs) else ""
+    return change(label, name, diffs + tag_diffs(sc.tags, tag_dict(meta.get("Tags"))), note=note)
+
+
+def plan(sc: StepContext, values: dict[str, str] | None = None) -> list[Change]:
+    found = sc.peek("secrets", lambda: find(sc))
+    values = given_values(sc) if values is None else values
+    changes = []
+    for name in secret_names(sc):
+        meta = found.get(name)
+        stored = None
+        if meta is not None and name in values:
+            stored = sc.peek(f"value:{name}", lambda n=name: read_value(sc, n))  # type: ignore[misc]
+        c = compare(sc, name, meta, values.get(name), stored)
+        changes.append(c)
+        sc.out.secret_arns[name] = meta["ARN"] if meta else pending(f"secret {name}")
+        sc.out.secrets_changed |= c.has("value") and meta is not None
+    return changes
+
+
 def ensure(sc: StepContext, values: dict[str, str]) -> None:
     found = sc.take("secrets", lambda: find(sc))
-    client = sc.aws.secrets
     for name in secret_names(sc):
-        label = f"secret {name.split('/', 1)[1]}"
         meta = found.get(name)
-        if meta is not None and meta.get("DeletedDate"):
-            sc.report(label, UPDATING, "restoring (was scheduled for deletion)")
-            with aws_action(f"restore the secret {name}"):
-                client.restore_secret(SecretId=name)
-        if meta is None:
-            value = values.get(name) or _generate(sc, name)
-            sc.report(label, CREATING, name)
-            with aws_action(f"create the secret {name}"):
-                meta = dict(
-                    client.create_secret(Name=name, SecretString=value, Tags=tag_list(sc.tags))
-                )
-            meta["Name"] = name
-            if name == sc.names.secret_db_password:
-                sc.out.db_password = value
-        elif name in values:
-            _update_value(sc, name, values[name], label)
-        else:
-            sc.report(label, UNCHANGED, name)
-        sc.out.secret_arns[name] = meta["ARN"]
+        stored = None
+        if meta is not None and name in values:
+            stored = sc.take(f"value:{name}", lambda n=name: read_value(sc, n))  # type: ignore[misc]
+        planned = compare(sc, name, meta, values.get(name), stored)
+        sc.out.secret_arns[name] = _ensure_secret(sc, name, meta, values, planned)
+
+
+def _ensure_secret(
+    sc: StepContext, name: str, meta: dict[str, Any] | None, values: dict[str, str], c: Change
+) -> str:
+    client, label = sc.aws.secrets, f"secret {name.split('/', 1)[1]}"
+    if meta is None:
+        value = values.get(name) or _generate(sc, name)
+        sc.report(label, CREATING, name)
+        with aws_action(f"create the secret {name}"):
+            made = client.create_secret(Name=name, SecretString=value, Tags=tag_list(sc.tags))
+        if name == sc.names.secret_db_password:
+            sc.out.db_password = value
+        return made["ARN"]
+    if not c.changed:
+        sc.report(label, UNCHANGED, name)
+        return str(meta["ARN"])
+    sc.report(label, UPDATING, f"{name}: {c.summary()}")
+    with aws_action(f"update the secret {name}"):
+        if c.has("scheduled for deletion"):
+            client.restore_secret(SecretId=name)
+        if c.has("value"):
+            client.put_secret_value(SecretId=name, SecretString=values[name])
+            sc.out.secrets_changed = True
+        to_set, to_remove = tags_of(c)
+        if to_set:
+            client.tag_resource(SecretId=name, Tags=tag_list(to_set))
+        if to_remove:
+            client.untag_resource(SecretId=name, TagKeys=to_remove)
+    return str(meta["ARN"])
 
 
 def _generate(sc: StepContext, name: str) -> str:
@@ -143,17 +203,6 @@ def read_value(sc: StepContext, name: str) -> str | None:
             lambda: sc.aws.secrets.get_secret_value(SecretId=name),
         )
     return got.get("SecretString") if got else None
-
-
-def _update_value(sc: StepContext, name: str, value: str, label: str) -> None:
-    current = sc.take(f"value:{name}", lambda: read_value(sc, name))
-    if current == value:
-        sc.report(label, UNCHANGED, name)
-        return
-    sc.report(label, UPDATING, f"{name}: new value (the service will be redeployed)")
-    with aws_action(f"update the secret {name}"):
-        sc.aws.secrets.put_secret_value(SecretId=name, SecretString=value)
-    sc.out.secrets_changed = True
 
 
 def db_password(sc: StepContext) -> str:

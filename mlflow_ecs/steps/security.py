@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import render
 from ..aws import tag_dict, tag_list
+from ..changes import Change, Diff, change, is_pending, pending, tag_diffs
 from .base import (
     CREATING,
     DELETED,
@@ -21,6 +22,7 @@ from .base import (
     in_parallel,
     require_owned,
     retry_on,
+    sync_ec2_tags,
 )
 
 ROLES = ("alb", "tasks", "db")
@@ -64,6 +66,44 @@ def desired_rules(sc: StepContext, role: str) -> set[render.Rule]:
     return render.db_rules(sgs["tasks"])
 
 
+def rule_text(rule: render.Rule) -> str:
+    proto, lo, hi, source = rule
+    ports = str(lo) if lo == hi else f"{lo}-{hi}"
+    return f"{proto} {ports} from {source}" if proto != "-1" else f"all traffic from {source}"
+
+
+def _ec2_tags(sc: StepContext, role: str) -> dict[str, str]:
+    return {**sc.tags, "Name": group_names(sc)[role]}
+
+
+def rule_changes(
+    sc: StepContext, role: str, group: dict[str, Any] | None
+) -> tuple[set[render.Rule], set[render.Rule]]:
+    """(rules to revoke, rules to authorize)."""
+    have = render.rules_of(group.get("IpPermissions", [])) if group else set()
+    want = desired_rules(sc, role)
+    return have - want, want - have
+
+
+def compare(sc: StepContext, role: str, group: dict[str, Any] | None) -> Change:
+    extra, missing = rule_changes(sc, role, group)
+    diffs = [Diff("ingress", rule_text(r), None) for r in sorted(extra)]
+    diffs += [Diff("ingress", None, rule_text(r)) for r in sorted(missing)]
+    name = group_names(sc)[role]
+    if group is None:
+        return change("security group", name, diffs, created=True, note=DESCRIPTIONS[role])
+    tags = tag_diffs(_ec2_tags(sc, role), tag_dict(group.get("Tags")))
+    return change("security group", name, diffs + tags)
+
+
+def plan(sc: StepContext) -> list[Change]:
+    found = sc.peek("security", lambda: find(sc)) if not is_pending(sc.out.vpc_id) else {}
+    for role in ROLES:
+        group = found.get(role)
+        sc.out.security_groups[role] = group["GroupId"] if group else pending(f"group {role}")
+    return [compare(sc, role, found.get(role)) for role in ROLES]
+
+
 def ensure(sc: StepContext) -> None:
     found = sc.take("security", lambda: find(sc))
     names = group_names(sc)
@@ -76,13 +116,10 @@ def ensure(sc: StepContext) -> None:
                 Description=DESCRIPTIONS[role],
                 VpcId=sc.out.vpc_id,
                 TagSpecifications=[
-                    {
-                        "ResourceType": "security-group",
-                        "Tags": tag_list({**sc.tags, "Name": names[role]}),
-                    }
+                    {"ResourceType": "security-group", "Tags": tag_list(_ec2_tags(sc, role))}
                 ],
             )["GroupId"]
-        return {"GroupId": gid, "IpPermissions": []}
+        return {"GroupId": gid, "IpPermissions": [], "Tags": tag_list(_ec2_tags(sc, role))}
 
     missing = [role for role in ROLES if role not in found]
     found |= dict(
@@ -91,30 +128,31 @@ def ensure(sc: StepContext) -> None:
     for role in ROLES:
         sc.out.security_groups[role] = found[role]["GroupId"]
     # Each group's rules only name the other groups' ids, so they can be set at once.
-    in_parallel([partial(_sync_rules, sc, role, found[role]) for role in ROLES])
+    in_parallel([partial(_sync, sc, role, found[role]) for role in ROLES])
 
 
-def _sync_rules(sc: StepContext, role: str, group: dict[str, Any]) -> None:
+def _sync(sc: StepContext, role: str, group: dict[str, Any]) -> None:
     gid = group["GroupId"]
-    have = render.rules_of(group.get("IpPermissions", []))
-    want = desired_rules(sc, role)
-    extra, missing = have - want, want - have
+    planned = compare(sc, role, group)
     label = f"security group {role}"
-    if not extra and not missing:
+    if not planned.changed:
         sc.report(label, UNCHANGED, gid)
         return
-    sc.report(label, UPDATING, f"{gid}: +{len(missing)} -{len(extra)} rules")
+    extra, missing = rule_changes(sc, role, group)
+    sc.report(label, UPDATING, f"{gid}: {planned.summary()}")
+    ec2 = sc.aws.ec2
     with aws_action(f"update the rules of {group_names(sc)[role]}"):
         if extra:
-            sc.aws.ec2.revoke_security_group_ingress(
+            ec2.revoke_security_group_ingress(
                 GroupId=gid,
                 IpPermissions=render.ip_permissions(extra),  # type: ignore[arg-type]
             )
         if missing:
-            sc.aws.ec2.authorize_security_group_ingress(
+            ec2.authorize_security_group_ingress(
                 GroupId=gid,
                 IpPermissions=render.ip_permissions(missing),  # type: ignore[arg-type]
             )
+        sync_ec2_tags(sc, gid, planned)
 
 
 def describe(sc: StepContext) -> list[Resource]:
@@ -127,17 +165,8 @@ def describe(sc: StepContext) -> list[Resource]:
             rows.append(Resource("security group", names[role]))
             continue
         sc.out.security_groups[role] = group["GroupId"]
-        drift = render.rules_of(group.get("IpPermissions", [])) != (
-            desired_rules(sc, role) if _can_render(sc, role) else None
-        )
-        detail = "rules differ from the config" if drift else ""
-        rows.append(Resource("security group", names[role], group["GroupId"], "present", detail))
+        rows.append(Resource("security group", names[role], group["GroupId"], "present"))
     return rows
-
-
-def _can_render(sc: StepContext, role: str) -> bool:
-    need = {"alb": None, "tasks": "alb", "db": "tasks"}[role]
-    return need is None or need in sc.out.security_groups
 
 
 def delete(sc: StepContext) -> None:

@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from .. import render
 from ..aws import tag_dict
+from ..changes import Change, Diff, change, tag_diffs, tags_of
 from .base import (
     CREATING,
     DELETED,
@@ -63,35 +64,94 @@ def desired_network(sc: StepContext) -> dict[str, Any]:
     return render.service_network(subnets, sc.out.security_groups["tasks"], public_ip)
 
 
-def changes(sc: StepContext, svc: dict[str, Any]) -> dict[str, Any]:
-    """update_service arguments for what differs (empty: nothing)."""
-    want: dict[str, Any] = {}
-    if svc.get("taskDefinition") != sc.out.task_definition_arn:
-        want["taskDefinition"] = sc.out.task_definition_arn
-    if svc.get("desiredCount") != sc.cfg.service.desired_count:
-        want["desiredCount"] = sc.cfg.service.desired_count
-    net = desired_network(sc)
+def _network_text(net: dict[str, Any]) -> str:
+    return (
+        f"subnets {', '.join(sorted(net.get('subnets', [])))}; "
+        f"groups {', '.join(sorted(net.get('securityGroups', [])))}; "
+        f"public IP {net.get('assignPublicIp', 'DISABLED')}"
+    )
+
+
+def _lb_text(lbs: list[Any]) -> str:
+    return "; ".join(
+        f"{lb.get('containerName')}:{lb.get('containerPort')} -> {lb.get('targetGroupArn')}"
+        for lb in lbs
+    )
+
+
+def _short(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+# update_service argument of each attribute a change may name.
+_UPDATE = {
+    "task definition": "taskDefinition",
+    "desired count": "desiredCount",
+    "network": "networkConfiguration",
+    "load balancer": "loadBalancers",
+    "health check grace seconds": "healthCheckGracePeriodSeconds",
+    "deployment configuration": "deploymentConfiguration",
+    "redeploy": "forceNewDeployment",
+}
+
+
+def _desired(sc: StepContext) -> dict[str, Any]:
+    return {
+        "taskDefinition": sc.out.task_definition_arn,
+        "desiredCount": sc.cfg.service.desired_count,
+        "networkConfiguration": desired_network(sc),
+        "loadBalancers": render.service_load_balancers(sc.cfg, sc.out.target_group_arn),
+        "healthCheckGracePeriodSeconds": sc.cfg.service.health_check_grace_seconds,
+        "deploymentConfiguration": render.DEPLOYMENT_CONFIGURATION,
+        "forceNewDeployment": True,
+    }
+
+
+def compare(sc: StepContext, svc: dict[str, Any] | None) -> Change:
+    name, want = sc.names.service, _desired(sc)
+    count = f"{sc.cfg.service.desired_count} task(s)"
+    if svc is None:
+        return change("service", name, [], created=True, note=count)
+    if svc.get("status") == "DRAINING":
+        note = f"{count}; the old one is still draining: up waits for it to go first"
+        return change("service", name, [], created=True, note=note)
+    diffs = []
+    if svc.get("taskDefinition") != want["taskDefinition"]:
+        diffs.append(
+            Diff("task definition", _short(svc["taskDefinition"]), _short(want["taskDefinition"]))
+        )
+    if svc.get("desiredCount") != want["desiredCount"]:
+        diffs.append(Diff("desired count", svc.get("desiredCount"), want["desiredCount"]))
     have_net = svc.get("networkConfiguration", {}).get("awsvpcConfiguration", {})
-    want_net = net["awsvpcConfiguration"]
+    want_net = want["networkConfiguration"]["awsvpcConfiguration"]
     if (
         sorted(have_net.get("subnets", [])) != want_net["subnets"]
         or sorted(have_net.get("securityGroups", [])) != want_net["securityGroups"]
         or have_net.get("assignPublicIp", "DISABLED") != want_net["assignPublicIp"]
     ):
-        want["networkConfiguration"] = net
-    lbs = render.service_load_balancers(sc.cfg, sc.out.target_group_arn)
-    if [{k: lb.get(k) for k in lbs[0]} for lb in svc.get("loadBalancers", [])] != lbs:
-        want["loadBalancers"] = lbs
-    grace = sc.cfg.service.health_check_grace_seconds
+        diffs.append(Diff("network", _network_text(have_net), _network_text(want_net)))
+    lbs = want["loadBalancers"]
+    have_lbs = [{k: lb.get(k) for k in lbs[0]} for lb in svc.get("loadBalancers", [])]
+    if have_lbs != lbs:
+        diffs.append(Diff("load balancer", _lb_text(have_lbs) or None, _lb_text(lbs)))
+    grace = want["healthCheckGracePeriodSeconds"]
     if "healthCheckGracePeriodSeconds" in svc and svc["healthCheckGracePeriodSeconds"] != grace:
-        want["healthCheckGracePeriodSeconds"] = grace
+        diffs.append(
+            Diff("health check grace seconds", svc["healthCheckGracePeriodSeconds"], grace)
+        )
     breaker = svc.get("deploymentConfiguration", {}).get("deploymentCircuitBreaker")
-    if (
-        breaker is not None
-        and breaker != render.DEPLOYMENT_CONFIGURATION["deploymentCircuitBreaker"]
-    ):
-        want["deploymentConfiguration"] = render.DEPLOYMENT_CONFIGURATION
-    return want
+    want_breaker = render.DEPLOYMENT_CONFIGURATION["deploymentCircuitBreaker"]
+    if breaker is not None and breaker != want_breaker:
+        diffs.append(Diff("deployment configuration", breaker, want_breaker))
+    if sc.out.secrets_changed:
+        diffs.append(Diff("redeploy", None, "new tasks (a secret they read changed)"))
+    diffs += tag_diffs(sc.tags, tag_dict(svc.get("tags"), "key", "value"))
+    note = "" if is_steady(svc) else f"{_state(svc)}: up waits for it"
+    return change("service", name, diffs, note=note)
+
+
+def plan(sc: StepContext) -> list[Change]:
+    return [compare(sc, sc.peek("service", lambda: find_checked(sc)))]
 
 
 IAM_NOT_READY = {"InvalidParameterException", "AccessDeniedException"}
@@ -105,43 +165,52 @@ def ensure(sc: StepContext, svc: dict[str, Any] | None) -> None:
         # name is free again only once it is INACTIVE. Wait for that, then create it anew.
         _wait_inactive(sc)
         svc = None
+    planned = compare(sc, svc)
     with aws_action(f"set up the ECS service {name}"):
         if svc is None:
             sc.report("service", CREATING, f"{name}, {sc.cfg.service.desired_count} task(s)")
+            want = _desired(sc)
             args = {
                 "cluster": sc.names.ecs_cluster,
                 "serviceName": name,
-                "taskDefinition": sc.out.task_definition_arn,
-                "desiredCount": sc.cfg.service.desired_count,
+                "taskDefinition": want["taskDefinition"],
+                "desiredCount": want["desiredCount"],
                 "launchType": "FARGATE",
                 "platformVersion": "LATEST",
-                "networkConfiguration": desired_network(sc),
-                "loadBalancers": render.service_load_balancers(sc.cfg, sc.out.target_group_arn),
-                "healthCheckGracePeriodSeconds": sc.cfg.service.health_check_grace_seconds,
-                "deploymentConfiguration": render.DEPLOYMENT_CONFIGURATION,
+                "networkConfiguration": want["networkConfiguration"],
+                "loadBalancers": want["loadBalancers"],
+                "healthCheckGracePeriodSeconds": want["healthCheckGracePeriodSeconds"],
+                "deploymentConfiguration": want["deploymentConfiguration"],
                 "propagateTags": "SERVICE",
                 "enableECSManagedTags": True,
                 "tags": [{"key": k, "value": v} for k, v in sorted(sc.tags.items())],
             }
             # A role made seconds ago may not be usable by ECS yet (IAM is eventually consistent).
-            retry_on(sc, IAM_NOT_READY, lambda: ecs.create_service(**args), match="role")  # type: ignore[arg-type]
+            retry_on(sc, IAM_NOT_READY, lambda: ecs.create_service(**args), match="role")
         else:
-            update = changes(sc, svc)
-            if sc.out.secrets_changed:
-                update["forceNewDeployment"] = True
-            if not update and is_steady(svc) and rollout_failure(sc, svc) is None:
+            update = {
+                arg: _desired(sc)[arg] for label, arg in _UPDATE.items() if planned.has(label)
+            }
+            if not planned.changed and is_steady(svc) and rollout_failure(sc, svc) is None:
                 sc.report("service", UNCHANGED, f"{name} ({_state(svc)})")
                 return
-            if not update:
-                sc.report(
-                    "service",
-                    UNCHANGED,
-                    f"{name} ({svc.get('runningCount')}/{svc.get('desiredCount')} running)",
-                )
+            if not planned.changed:
+                sc.report("service", UNCHANGED, f"{name} ({_state(svc)})")
             else:
-                sc.report("service", UPDATING, f"{name}: {', '.join(update)}")
+                sc.report("service", UPDATING, f"{name}: {planned.summary()}")
+            if update:
                 ecs.update_service(cluster=sc.names.ecs_cluster, service=name, **update)
+            _sync_tags(sc, svc["serviceArn"], planned)
     wait(sc)
+
+
+def _sync_tags(sc: StepContext, arn: str, planned: Change) -> None:
+    to_set, to_remove = tags_of(planned)
+    if to_set:
+        tags = [{"key": k, "value": v} for k, v in sorted(to_set.items())]
+        sc.aws.ecs.tag_resource(resourceArn=arn, tags=tags)  # type: ignore[arg-type]
+    if to_remove:
+        sc.aws.ecs.untag_resource(resourceArn=arn, tagKeys=to_remove)
 
 
 def _primary(svc: dict[str, Any]) -> dict[str, Any]:

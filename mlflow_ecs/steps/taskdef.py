@@ -8,6 +8,7 @@ from botocore.exceptions import ClientError
 
 from .. import render
 from ..aws import tag_dict
+from ..changes import CREATE, Change, Diff, change, pending, tag_diffs
 from .base import (
     CREATING,
     DELETED,
@@ -76,51 +77,104 @@ def covers(have: Any, want: Any) -> bool:
     return bool(have == want)
 
 
-def differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    """Names of the top-level (and per-container) fields that differ."""
+def differences(have: dict[str, Any], want: dict[str, Any]) -> list[Diff]:
+    """The top-level (and per-container: 'mlflow.image') fields that differ, old -> new."""
     diffs = [
-        k for k, v in want.items() if k != "containerDefinitions" and not covers(have.get(k), v)
+        Diff(k, have.get(k), v)
+        for k, v in want.items()
+        if k != "containerDefinitions" and not covers(have.get(k), v)
     ]
     have_c = {c["name"]: c for c in have.get("containerDefinitions", [])}
     for container in want["containerDefinitions"]:
-        got = have_c.get(container["name"])
+        name = container["name"]
+        got = have_c.get(name)
         if got is None:
-            diffs.append(f"{container['name']} container")
+            diffs.append(Diff(f"{name} container", None, container.get("image")))
             continue
-        diffs += [
-            f"{container['name']}.{k}" for k, v in container.items() if not covers(got.get(k), v)
-        ]
-    if set(have_c) - {c["name"] for c in want["containerDefinitions"]}:
-        diffs.append("extra containers")
+        for k, v in container.items():
+            if covers(got.get(k), v):
+                continue
+            if k in _BY_NAME:  # one diff per variable or secret, not the whole list
+                diffs += _named_diffs(f"{name}.{k}", got.get(k) or [], v, _BY_NAME[k])
+            else:
+                diffs.append(Diff(f"{name}.{k}", _shown(got.get(k)), _shown(v)))
+    for name in sorted(set(have_c) - {c["name"] for c in want["containerDefinitions"]}):
+        diffs.append(Diff(f"{name} container", have_c[name].get("image"), None))
     return diffs
 
 
+_BY_NAME = {"environment": "value", "secrets": "valueFrom"}
+
+
+def _named_diffs(prefix: str, have: list[Any], want: list[Any], field: str) -> list[Diff]:
+    old = {i["name"]: i.get(field) for i in have}
+    new = {i["name"]: i.get(field) for i in want}
+    return [
+        Diff(f"{prefix} {key}", old.get(key), new.get(key))
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def _shown(value: Any) -> Any:
+    """A one-string command (sh -c SCRIPT) as its script: what a reader compares."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        return value[0]
+    return value
+
+
+def compare(
+    sc: StepContext, latest: dict[str, Any] | None, current: dict[str, Any] | None = None
+) -> tuple[Change, str]:
+    """(the change, the ARN the service should run: a registered one or a placeholder).
+
+    The service's revision, then the latest, is kept when it already holds what we render.
+    """
+    want, family = desired(sc), sc.names.task_family
+    for td in (current, latest):
+        if td is not None and not differences(td, want) and not _tag_diffs(sc, td):
+            return change("task definition", family, []), str(td["taskDefinitionArn"])
+    base = current or latest
+    arn = pending(f"revision of {family}")
+    if base is None:
+        return change("task definition", family, [], created=True), arn
+    note = f"a new revision (from {_short(base['taskDefinitionArn'])})"
+    diffs = differences(base, want) + _tag_diffs(sc, base)
+    return change("task definition", family, diffs, note=note), arn
+
+
+def _tag_diffs(sc: StepContext, td: dict[str, Any]) -> list[Diff]:
+    return tag_diffs(sc.tags, tag_dict(td.get("tags"), "key", "value"))
+
+
+def plan(sc: StepContext, current_arn: str = "") -> list[Change]:
+    latest = sc.peek("taskdef", lambda: find(sc))
+    current = None
+    if current_arn and (not latest or latest["taskDefinitionArn"] != current_arn):
+        current = sc.peek("taskdef_current", lambda: find(sc, current_arn))
+    planned, sc.out.task_definition_arn = compare(sc, latest, current)
+    return [planned]
+
+
 def ensure(sc: StepContext, current_arn: str = "") -> None:
-    """Register a revision unless the latest (or the service's) already matches."""
-    want = desired(sc)
+    """Register a revision unless the service's (or the latest) already matches."""
     family = sc.names.task_family
     with aws_action(f"read the task definition {family}"):
         latest = sc.take("taskdef", lambda: find(sc))
-        candidates = [latest] if latest else []
-        other = current_arn and (not latest or latest["taskDefinitionArn"] != current_arn)
-        if other and (current := sc.take("taskdef_current", lambda: find(sc, current_arn))):
-            candidates.insert(0, current)
-    for td in candidates:
-        if not differences(td, want) and not _tags_stale(sc, td):
-            sc.out.task_definition_arn = td["taskDefinitionArn"]
-            sc.report("task definition", UNCHANGED, _short(td["taskDefinitionArn"]))
-            return
-    diffs = differences(latest, want) if latest else []
-    sc.report("task definition", UPDATING if latest else CREATING, ", ".join(diffs[:6]) or family)
+        current = None
+        if current_arn and (not latest or latest["taskDefinitionArn"] != current_arn):
+            current = sc.take("taskdef_current", lambda: find(sc, current_arn))
+    planned, arn = compare(sc, latest, current)
+    if not planned.changed:
+        sc.out.task_definition_arn = arn
+        sc.report("task definition", UNCHANGED, _short(arn))
+        return
+    state = CREATING if planned.action == CREATE else UPDATING
+    sc.report("task definition", state, planned.summary() or family)
     tags = [{"key": k, "value": v} for k, v in sorted(sc.tags.items())]
     with aws_action(f"register the task definition {family}"):
-        made = sc.aws.ecs.register_task_definition(**want, tags=tags)  # type: ignore[arg-type]
+        made = sc.aws.ecs.register_task_definition(**desired(sc), tags=tags)  # type: ignore[arg-type]
     sc.out.task_definition_arn = made["taskDefinition"]["taskDefinitionArn"]
-
-
-def _tags_stale(sc: StepContext, td: dict[str, Any]) -> bool:
-    have = tag_dict(td.get("tags"), "key", "value")
-    return any(have.get(k) != v for k, v in sc.tags.items())
 
 
 def _short(arn: str) -> str:
@@ -128,7 +182,14 @@ def _short(arn: str) -> str:
 
 
 def describe(sc: StepContext, current_arn: str = "") -> list[Resource]:
-    td = find(sc, current_arn) if current_arn else find(sc)
+    """The service's revision (or the latest): from the reads made ahead, if they were."""
+    latest = sc.found.get("taskdef")
+    if not current_arn:
+        td = sc.take("taskdef", lambda: find(sc))
+    elif latest and latest["taskDefinitionArn"] == current_arn:
+        td = latest
+    else:
+        td = sc.take("taskdef_current", lambda: find(sc, current_arn))
     if td is None:
         return [Resource("task definition", sc.names.task_family)]
     images = ", ".join(c["image"] for c in td.get("containerDefinitions", []))
