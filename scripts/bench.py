@@ -10,7 +10,7 @@ timing back, through botocore event hooks on the tool's own clients:
   seconds after they were created (and deleting / draining for as long after deletion;
   DeleteDBCluster is refused while its writer is still being deleted, as on AWS).
 
-It then runs `up` (fresh), `up` (no change), `status` and `down --yes` through the CLI in this
+It then runs `up` (fresh), `up` (no change), `plan`, `status` and `down --yes` through the CLI in this
 process and prints wall time and API calls by operation; for fresh `up` and `down` also the
 critical path computed from the delays and the ratio wall / critical path:
 
@@ -216,7 +216,7 @@ def run_cli(args: list[str]) -> int:
     from mlflow_ecs.cli import app
 
     result = CliRunner().invoke(app, args, catch_exceptions=False)
-    if result.exit_code not in (0, 3):
+    if result.exit_code not in (0, 3) and args[-1] != "plan":
         sys.stderr.write(result.output)
     return result.exit_code
 
@@ -311,6 +311,7 @@ def main() -> int:
             rows = [
                 measure(sim, "up (fresh)", [*c, "up"], up_path),
                 measure(sim, "up (no change)", [*c, "up"], None),
+                measure(sim, "plan", [*c, "plan"], None),
                 measure(sim, "status", [*c, "status", "--json"], None),
                 measure(sim, "down", [*c, "down", "--yes"], down_path),
             ]

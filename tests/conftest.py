@@ -49,7 +49,7 @@ class Calls:
 
     def hook(self, event_name: str, **_: Any) -> None:
         # event_name: before-call.<service>.<Operation>
-        _, service, operation = event_name.split(".", 2)
+        _event, service, operation = event_name.split(".", 2)
         self.counts[f"{service}.{operation}"] += 1
 
     def mutating(self) -> dict[str, int]:

@@ -419,7 +419,7 @@ def test_second_up_with_the_same_config_makes_no_mutating_call(
     assert ids(aws, cfg) == before
 
 
-# 34 calls, every one a read: each resource is read once, before any change (in parallel).
+# 35 calls, every one a read: each resource is read once, before any change (in parallel).
 NO_CHANGE_UP_CALLS = {
     "secrets-manager.ListSecrets": 1,
     "secrets-manager.GetSecretValue": 2,
@@ -446,7 +446,7 @@ NO_CHANGE_UP_CALLS = {
     "ecs.DescribeClusters": 1,
     "elastic-load-balancing-v2.DescribeLoadBalancers": 1,
     "elastic-load-balancing-v2.DescribeTargetGroups": 1,
-    "elastic-load-balancing-v2.DescribeTags": 1,
+    "elastic-load-balancing-v2.DescribeTags": 2,  # load balancer + target group; listeners
     "elastic-load-balancing-v2.DescribeLoadBalancerAttributes": 1,
     "elastic-load-balancing-v2.DescribeListeners": 1,
     "ecs.DescribeServices": 1,
@@ -454,7 +454,7 @@ NO_CHANGE_UP_CALLS = {
 }
 
 # status reads what `up` reads (the same reads serve the drift check and the rows), plus
-# the target health; 35 calls, in parallel.
+# the target health; 36 calls, in parallel.
 STATUS_CALLS = NO_CHANGE_UP_CALLS | {"elastic-load-balancing-v2.DescribeTargetHealth": 1}
 
 

@@ -20,11 +20,13 @@ from ..changes import (
 )
 from ..errors import UsageError
 from .base import (
+    CREATED,
     CREATING,
     DELETED,
     DELETING,
     READY,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -153,7 +155,8 @@ def compare_listeners(sc: StepContext, have: dict[int, dict[str, Any]]) -> list[
         if current is None:
             changes.append(change("listener", str(port), listener_diffs(spec, {}), created=True))
         else:
-            changes.append(change("listener", str(port), listener_diffs(spec, current)))
+            diffs = listener_diffs(spec, current) + tag_diffs(sc.tags, current.get("Tags", {}))
+            changes.append(change("listener", str(port), diffs))
     for port, current in sorted(have.items()):
         if port not in want:
             changes.append(
@@ -219,6 +222,7 @@ def _ensure_target_group(
                 Tags=tag_list(sc.tags),
                 **render.HEALTH_CHECK,  # type: ignore[arg-type]
             )
+            sc.report("target group", CREATED, name)
             return str(made["TargetGroups"][0]["TargetGroupArn"])
         if planned.blocked:  # the engine refuses these before any change: never reached
             raise UsageError(f"target group {name}: {planned.blocked}")
@@ -230,6 +234,7 @@ def _ensure_target_group(
         if any(d.attribute.startswith("health check") for d in planned.diffs):
             elbv2.modify_target_group(TargetGroupArn=arn, **render.HEALTH_CHECK)  # type: ignore[arg-type]
         _sync_tags(sc, arn, planned)
+    sc.report("target group", UPDATED, name)
     return str(arn)
 
 
@@ -281,6 +286,8 @@ def _ensure_alb(
         ]
         if differ:
             elbv2.modify_load_balancer_attributes(LoadBalancerArn=arn, Attributes=differ)
+    if planned.action != CREATE:  # a new one is ready once active (wait)
+        sc.report("load balancer", UPDATED, name)
     return alb, listeners
 
 
@@ -308,10 +315,17 @@ def read_attributes(sc: StepContext, alb_arn: str) -> dict[str, str]:
 
 
 def read_listeners(sc: StepContext, alb_arn: str) -> dict[int, dict[str, Any]]:
-    """port -> listener."""
+    """port -> listener, with its tags (as "Tags": key -> value)."""
+    elbv2 = sc.aws.elbv2
     with aws_action("read the load balancer's listeners"):
-        got = sc.aws.elbv2.describe_listeners(LoadBalancerArn=alb_arn)["Listeners"]
-    return {int(lst["Port"]): dict(lst) for lst in got}
+        listeners = elbv2.describe_listeners(LoadBalancerArn=alb_arn)["Listeners"]
+        got: dict[int, dict[str, Any]] = {int(lst["Port"]): dict(lst) for lst in listeners}
+        arns = [str(lst["ListenerArn"]) for lst in got.values()]
+        tags = elbv2.describe_tags(ResourceArns=arns)["TagDescriptions"] if arns else []
+    by_arn = {str(t["ResourceArn"]): tag_dict(t.get("Tags")) for t in tags}
+    for lst in got.values():
+        lst["Tags"] = by_arn.get(str(lst["ListenerArn"]), {})
+    return got
 
 
 def desired_attributes(sc: StepContext) -> dict[str, str]:
@@ -331,12 +345,18 @@ def _ensure_listeners(sc: StepContext, alb_arn: str, have: dict[int, dict[str, A
             if planned.action == CREATE:
                 sc.report(label, CREATING, want[port]["Protocol"])
                 elbv2.create_listener(LoadBalancerArn=alb_arn, Tags=tag_list(sc.tags), **want[port])
+                sc.report(label, CREATED, want[port]["Protocol"])
             elif planned.action == UPDATE:
                 sc.report(label, UPDATING, planned.summary())
-                elbv2.modify_listener(ListenerArn=have[port]["ListenerArn"], **want[port])
+                arn = have[port]["ListenerArn"]
+                if any(not d.attribute.startswith("tag ") for d in planned.diffs):
+                    elbv2.modify_listener(ListenerArn=arn, **want[port])
+                _sync_tags(sc, arn, planned)
+                sc.report(label, UPDATED, want[port]["Protocol"])
             elif planned.action == DELETE:
                 sc.report(label, DELETING, "no longer configured")
                 elbv2.delete_listener(ListenerArn=have[port]["ListenerArn"])
+                sc.report(label, DELETED, "no longer configured")
             else:
                 sc.report(label, UNCHANGED, want[port]["Protocol"])
 
