@@ -15,7 +15,6 @@ from typing import Any
 CREATE, UPDATE, REPLACE, DELETE, NOOP = "create", "update", "replace", "delete", "unchanged"
 ACTIONS = (CREATE, UPDATE, REPLACE, DELETE, NOOP)
 SENSITIVE = "(sensitive)"
-KNOWN_AFTER = "(known after up)"
 NONE = "(none)"
 
 
@@ -66,9 +65,11 @@ class Change:
     diffs: tuple[Diff, ...] = ()
     note: str = ""
     blocked: str = ""
+    referenced: bool = False  # the user's own (their VPC): read, never changed
 
     def __post_init__(self) -> None:
-        assert self.action in ACTIONS, self.action
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}")
 
     def has(self, attribute: str) -> bool:
         return any(d.attribute == attribute for d in self.diffs)
@@ -189,7 +190,7 @@ class Plan:
     @property
     def exists(self) -> bool:
         """Anything of the stack already there (then `up` shows the plan first)."""
-        return any(c.action != CREATE for c in self.changes)
+        return any(c.action != CREATE and not c.referenced for c in self.changes)
 
     @property
     def destructive(self) -> list[Change]:

@@ -12,11 +12,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.core
 
 from . import __version__
 from .errors import EXIT_UNHEALTHY, EXIT_USAGE, MlflowEcsError, UsageError
@@ -186,9 +187,9 @@ def _review(yes: bool) -> Callable[[Plan], None]:
     replacement or deletion (unless --yes; with no terminal to ask on, refuse)."""
     from . import ui
 
-    def review(found: Plan) -> None:
-        ui.plan_table(found, ui.stderr(), only_changes=True)
-        destructive = found.destructive
+    def review(planned: Plan) -> None:
+        ui.plan_table(planned, ui.stderr(), only_changes=True)
+        destructive = planned.destructive
         if not destructive or yes:
             return
         what = ", ".join(f"{c.action} {c.kind} {c.name}" for c in destructive)
@@ -235,7 +236,19 @@ def up(
             ui.info(f"WARNING: {text}", "bold yellow")
 
 
-@app.command()
+class _PlanCommand(typer.core.TyperCommand):
+    """`plan`'s own option errors exit 1, as all its errors do (its 2 means: changes)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as err:
+            if getattr(err, "exit_code", None) == EXIT_USAGE:
+                err.exit_code = 1  # type: ignore[attr-defined]
+            raise
+
+
+@app.command(cls=_PlanCommand)
 def plan(
     ctx: typer.Context,
     config: ConfigOption = None,
@@ -250,14 +263,15 @@ def plan(
         opts = _obj(ctx, config)
         cfg = load_config(opts)
         sc = step_context(opts, cfg, _silent)
-        found = engine.plan(sc)
-        if (holder := lock.current_holder(sc)) is not None:
-            ui.info(f"Note: {holder.describe()} holds the stack's lock: the stack is changing.")
+        planned = engine.plan(sc)
+        with suppress(MlflowEcsError):  # only a note: a role that may not read it still plans
+            if (holder := lock.current_holder(sc)) is not None:
+                ui.info(f"Note: {holder.describe()} holds the stack's lock: it is changing.")
         if as_json:
-            ui.plan_json(found)
+            ui.plan_json(planned)
         else:
-            ui.plan_table(found)
-    raise typer.Exit(2 if found.changed else 0)
+            ui.plan_table(planned)
+    raise typer.Exit(2 if planned.changed else 0)
 
 
 @app.command()
@@ -415,6 +429,8 @@ def demo(
             sc = step_context(local, cfg, _silent)
             current = engine.status(sc)
             _show_demo_stack(sc, current)
+            ui.heading("mlflow-ecs plan  (right after up: nothing to change)")
+            ui.plan_table(engine.plan(step_context(local, cfg, _silent)), only_changes=True)
             ui.heading("mlflow-ecs down --yes")
             _run_down(sc, engine.what_down_removes(sc, current)[1])
         ui.info(

@@ -145,7 +145,7 @@ def prefetch(sc: StepContext, pool: ThreadPoolExecutor) -> None:
         if not sc.cfg.network.vpc_id:
             second["subnets"] = lambda: network.read_subnets(sc, vpc_id)
             second["gateways"] = lambda: network.read_gateways(sc, vpc_id)
-            second["route_tables"] = lambda: network.read_public_tables(sc, vpc_id)
+            second["route_tables"] = lambda: network.read_route_tables(sc, vpc_id)
     if sc.found["db_cluster"] is None:  # a new cluster is restored from the latest snapshot
         second["db_snapshot"] = lambda: database.latest_final_snapshot(sc)
     alb = sc.found["loadbalancer"][0]
@@ -199,9 +199,9 @@ class Blocked(UsageError):
     """The config asks for a change `up` will not make."""
 
 
-def refuse_blocked(found: Plan) -> None:
-    if found.blocked:
-        lines = "; ".join(f"{c.kind} {c.name}: {c.blocked}" for c in found.blocked)
+def refuse_blocked(planned: Plan) -> None:
+    if planned.blocked:
+        lines = "; ".join(f"{c.kind} {c.name}: {c.blocked}" for c in planned.blocked)
         raise Blocked(f"up cannot make this change, so it changed nothing: {lines}")
 
 
@@ -240,8 +240,8 @@ def up(
 
 def _up_locked(sc: StepContext, values: dict[str, str]) -> UpResult:
     log.debug("up %s: read %d resources; steps start", sc.names.stack, len(sc.found))
-    found = warnings(sc.cfg)
-    for text in found:
+    warned = warnings(sc.cfg)
+    for text in warned:
         sc.report("warning", WARNING, text)
     current = sc.found.get("service")
 
@@ -269,7 +269,7 @@ def _up_locked(sc: StepContext, values: dict[str, str]) -> UpResult:
             raise
     sc.found.pop("service", None)
     service.ensure(sc, current)
-    return UpResult(render.public_url(sc.cfg, sc.out.alb_dns), sc.out.task_definition_arn, found)
+    return UpResult(render.public_url(sc.cfg, sc.out.alb_dns), sc.out.task_definition_arn, warned)
 
 
 @dataclass

@@ -36,6 +36,8 @@ STYLES = {
     "waiting": "cyan",
     "deleting": "yellow",
     "unchanged": "green",
+    "created": "green",
+    "updated": "green",
     "ready": "green",
     "deleted": "green",
     "kept": "blue",
@@ -43,7 +45,7 @@ STYLES = {
     "failed": "bold red",
     "warning": "bold yellow",
 }
-DONE = {"unchanged", "ready", "deleted", "kept", "absent", "failed"}
+DONE = {"unchanged", "created", "updated", "ready", "deleted", "kept", "absent", "failed"}
 
 
 class _Redacting:

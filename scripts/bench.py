@@ -10,8 +10,8 @@ timing back, through botocore event hooks on the tool's own clients:
   seconds after they were created (and deleting / draining for as long after deletion;
   DeleteDBCluster is refused while its writer is still being deleted, as on AWS).
 
-It then runs `up` (fresh), `up` (no change), `plan`, `status` and `down --yes` through the CLI in this
-process and prints wall time and API calls by operation; for fresh `up` and `down` also the
+It then runs `up` (fresh), `up` (no change), `plan`, `status` and `down --yes` through the CLI
+in this process and prints wall time and API calls by operation; for fresh `up` and `down` also the
 critical path computed from the delays and the ratio wall / critical path:
 
     fresh up: cluster, then writer (it needs an available cluster), then service
@@ -216,7 +216,7 @@ def run_cli(args: list[str]) -> int:
     from mlflow_ecs.cli import app
 
     result = CliRunner().invoke(app, args, catch_exceptions=False)
-    if result.exit_code not in (0, 3) and args[-1] != "plan":
+    if result.exit_code not in ((0, 2) if args[-1] == "plan" else (0, 3)):
         sys.stderr.write(result.output)
     return result.exit_code
 

@@ -185,6 +185,8 @@ def test_demo_runs_the_whole_stack_with_no_aws_account(tmp_path: Path) -> None:
     assert "OAUTH2_PROXY_CLIENT_SECRET ← arn:aws:secretsmanager:" in done.stdout
     assert "4180/tcp" in done.stdout
     assert "url: http://demo-alb-" in done.stdout
+    # A plan right after up: nothing to change.
+    assert "No changes: stack 'demo' matches the config." in done.stdout
     # Then down, and what it kept.
     assert "Stack 'demo' is down." in done.stderr
     kept = done.stderr.split("Kept:", 1)[1]

@@ -423,6 +423,99 @@ def test_up_after_a_removed_tag_sets_it_again(aws: AwsContext, stack: Config) ->
     assert tag_dict(got["clusters"][0]["tags"], "key", "value")["team"] == "ml"
 
 
+def test_a_subnet_whose_role_tag_was_removed_is_retagged_not_made_again(
+    aws: AwsContext, calls: Calls, stack: Config
+) -> None:
+    """The role tag is how up tells the subnets apart; without it the subnet is found by its
+    address block (a second subnet with that block would be refused by AWS for ever)."""
+    n = names_of(stack)
+    ec2 = client("ec2")
+    subnet = ec2.describe_subnets(
+        Filters=[{"Name": "tag:Name", "Values": [f"{n.stack}-public-a"]}]
+    )["Subnets"][0]
+    ec2.delete_tags(Resources=[subnet["SubnetId"]], Tags=[{"Key": "mlflow-ecs:role"}])
+    table = ec2.describe_route_tables(
+        Filters=[{"Name": "tag:mlflow-ecs:role", "Values": ["public"]}]
+    )["RouteTables"][0]
+    ec2.delete_tags(Resources=[table["RouteTableId"]], Tags=[{"Key": "mlflow-ecs:role"}])
+
+    planned = read_only_plan(stack)
+    assert changed(planned) == {
+        ("subnet", f"{n.stack}-public-a"),
+        ("route table", f"{n.stack}-public"),
+    }
+    tag = one(planned, "subnet", f"{n.stack}-public-a").get("tag mlflow-ecs:role")
+    assert tag is not None and (tag.old, tag.new) == (None, "public-a")
+    engine.up(step_context(aws, stack))
+    assert calls.mutating() == {"ec2.CreateTags": 2}
+    assert read_only_plan(stack).changed is False
+
+
+def test_a_vpc_that_lost_its_owner_tag_stops_up_and_says_how_to_put_it_back(
+    aws: AwsContext, calls: Calls, stack: Config
+) -> None:
+    ec2 = client("ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "tag:mlflow-ecs:stack", "Values": ["mlflow"]}])
+    vpc_id = vpc["Vpcs"][0]["VpcId"]
+    ec2.delete_tags(Resources=[vpc_id], Tags=[{"Key": "mlflow-ecs:stack"}])
+
+    blocked = read_only_plan(stack).blocked
+    assert [c.kind for c in blocked] == ["target group"]
+    assert f"aws ec2 create-tags --resources {vpc_id}" in blocked[0].blocked
+    with pytest.raises(engine.Blocked) as caught:
+        engine.up(step_context(aws, stack))
+    assert vpc_id in caught.value.message
+    assert calls.mutating() == {}
+
+
+def test_an_environment_variable_named_like_a_secret_is_shown_sensitive(
+    aws: AwsContext, stack: Config
+) -> None:
+    """Someone else's revision may carry a plaintext secret: plan never prints its value."""
+    n = names_of(stack)
+    current = service_task_definition(n)
+    copy = {k: current[k] for k in REGISTERABLE if current.get(k)}
+    for container in copy["containerDefinitions"]:
+        if container["name"] == "mlflow":
+            container["environment"] = [
+                *container.get("environment", []),
+                {"name": "AWS_SECRET_ACCESS_KEY", "value": "plain-text-key-123"},
+            ]
+    ecs = client("ecs")
+    arn = ecs.register_task_definition(**copy)["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster=n.ecs_cluster, service=n.service, taskDefinition=arn)
+
+    td = one(read_only_plan(stack), "task definition", n.task_family)
+    d = td.get("mlflow.environment AWS_SECRET_ACCESS_KEY")
+    assert d is not None and d.sensitive and d.new is None
+    assert "plain-text-key-123" not in json.dumps(td.to_dict())
+
+
+def test_a_fresh_stack_in_your_own_vpc_is_not_an_existing_stack(aws: AwsContext) -> None:
+    """The referenced VPC is there from the start: it does not make up show a plan."""
+    ec2 = aws.ec2
+    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    zones = [f"{REGION}a", f"{REGION}b"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.7.{i}.0/24", AvailabilityZone=zones[i % 2])[
+            "Subnet"
+        ]["SubnetId"]
+        for i in range(4)
+    ]
+    cfg = make_config(
+        {
+            "network": {
+                "vpc_id": vpc,
+                "public_subnet_ids": subnets[:2],
+                "private_subnet_ids": subnets[2:],
+            }
+        }
+    )
+    planned = read_only_plan(cfg)
+    assert planned.changed and not planned.exists
+    assert one(planned, "vpc", vpc).referenced
+
+
 # --- the CLI ------------------------------------------------------------------------------------
 
 
@@ -640,6 +733,13 @@ def test_cli_plan_of_a_bad_config_exits_1_not_2_without_an_aws_call(
     assert "service -> desird" in result.output or "service -> desired_count" in result.output
     assert result.stdout == ""
     assert api_calls.seen == []
+
+
+def test_cli_plan_with_a_mistyped_option_exits_1_not_2(
+    moto: None, cli: Cli, cfg_file: Path
+) -> None:
+    result = cli("plan", "-c", str(cfg_file), "--jsno", code=1)
+    assert "--jsno" in result.output
 
 
 def test_cli_plan_without_a_config_file_exits_1(

@@ -411,7 +411,7 @@ ROWS = [
     row(
         "stack.tags",
         tags({"team": "b", "env": "dev"}),
-        {(k, f"tag {t}") for k in TAGGED_KINDS for t in ("team", "env", "old")} | {REVISION_USED},
+        {(k, f"tag {t}") for k in TAGGED_KINDS for t in ("team", "env", "old")},
         {
             "ec2.CreateTags",
             "ec2.DeleteTags",
@@ -427,9 +427,7 @@ ROWS = [
             "ecs.TagResource",
             "ecs.UntagResource",
             f"{ELB}.AddTags",
-            f"{ELB}.RemoveTags",
-            REGISTER,  # a task definition's tags are its revision's: a new one carries them
-            UPDATE_SERVICE,
+            f"{ELB}.RemoveTags",  # and no new revision: the task definition is tagged in place
         },
         base=tags({"team": "a", "old": "x"}),
         check=check_tags,

@@ -27,6 +27,7 @@ CHECKING, CREATING, UPDATING, UNCHANGED, WAITING, READY = (
 DELETING, DELETED, KEPT, ABSENT, FAILED, WARNING = (
     "deleting", "deleted", "kept", "absent", "failed", "warning",
 )  # fmt: skip
+CREATED, UPDATED = "created", "updated"  # a creating / updating line's end
 
 
 class Reporter(Protocol):
@@ -152,16 +153,6 @@ def require_owned(kind: str, name: str, tags: Mapping[str, str], stack: str) -> 
         f"Choose another stack.name (or artifacts.bucket), or remove the {kind} yourself; "
         f"mlflow-ecs only adopts resources tagged {OWNER_TAG}={stack}.",
     )
-
-
-def tags_differ(
-    want: Mapping[str, str], have: Mapping[str, str]
-) -> tuple[dict[str, str], list[str]]:
-    """(tags to set, keys to remove), ignoring AWS's own `aws:` keys."""
-    have = {k: v for k, v in have.items() if not k.startswith("aws:")}
-    to_set = {k: v for k, v in want.items() if have.get(k) != v}
-    to_remove = sorted(k for k in have if k not in want)
-    return to_set, to_remove
 
 
 def sync_ec2_tags(sc: StepContext, resource_id: str, planned: Change) -> None:

@@ -16,11 +16,13 @@ from ..aws import tag_dict, tag_list
 from ..changes import NONE, Change, Diff, change, has_tags, tag_diffs
 from ..errors import AwsError, NotOwnedError, error_code
 from .base import (
+    CREATED,
     CREATING,
     DELETED,
     DELETING,
     KEPT,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -90,6 +92,7 @@ def ensure(sc: StepContext) -> None:
     sc.out.bucket = name
     tags = sc.take("bucket", lambda: find(sc))
     s3 = sc.aws.s3
+    created = tags is None
     if tags is None:
         sc.report("bucket", CREATING, name)
         with aws_action(f"create the bucket {name}"):
@@ -105,13 +108,14 @@ def ensure(sc: StepContext) -> None:
         raise AwsError(f"The bucket {name} vanished while being set up.", "Run `up` again.")
     planned = compare(sc, tags, settings)
     if not planned.changed:
-        sc.report("bucket", UNCHANGED, name)
+        sc.report("bucket", CREATED if created else UNCHANGED, name)
         return
     sc.report("bucket", UPDATING, f"{name}: {planned.summary()}")
     with aws_action(f"configure the bucket {name}"):
         for setting in _APPLY:  # in this order: the policy, when it changes, is the last
             if (setting == "tags" and has_tags(planned)) or planned.has(setting):
                 _APPLY[setting](sc)
+    sc.report("bucket", CREATED if created else UPDATED, name)
 
 
 def _tag_new(sc: StepContext) -> None:

@@ -7,10 +7,12 @@ from typing import Any
 from ..aws import tag_dict
 from ..changes import Change, change, pending, tag_diffs, tags_of
 from .base import (
+    CREATED,
     CREATING,
     DELETED,
     DELETING,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -66,6 +68,7 @@ def ensure(sc: StepContext) -> None:
                 "clusterArn"
             ]
         sc.out.cluster_arn = arn
+        sc.report("ecs cluster", CREATED, name)
         return
     sc.out.cluster_arn = cluster["clusterArn"]
     if not planned.changed:
@@ -78,6 +81,7 @@ def ensure(sc: StepContext) -> None:
             ecs.tag_resource(resourceArn=sc.out.cluster_arn, tags=_ecs_tags(to_set))
         if to_remove:
             ecs.untag_resource(resourceArn=sc.out.cluster_arn, tagKeys=to_remove)
+    sc.report("ecs cluster", UPDATED, name)
 
 
 def describe(sc: StepContext) -> list[Resource]:

@@ -17,12 +17,14 @@ from ..config import DB_PORT
 from ..errors import UsageError
 from . import secrets
 from .base import (
+    CREATED,
     CREATING,
     DELETED,
     DELETING,
     KEPT,
     READY,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -152,6 +154,8 @@ def _ensure_subnet_group(sc: StepContext) -> None:
     rds, name = sc.aws.rds, sc.names.db_subnet_group
     group = sc.take("db_subnet_group", lambda: find_subnet_group(sc))
     planned = compare_subnet_group(sc, group)
+    if not planned.changed:
+        return
     with aws_action(f"set up the DB subnet group {name}"):
         if group is None:
             sc.report("db subnet group", CREATING, name)
@@ -161,8 +165,7 @@ def _ensure_subnet_group(sc: StepContext) -> None:
                 SubnetIds=sorted(sc.out.private_subnets),
                 Tags=tag_list(sc.tags),
             )
-            return
-        if not planned.changed:
+            sc.report("db subnet group", CREATED, name)
             return
         sc.report("db subnet group", UPDATING, f"{name}: {planned.summary()}")
         if planned.has("subnets"):
@@ -170,6 +173,7 @@ def _ensure_subnet_group(sc: StepContext) -> None:
                 DBSubnetGroupName=name, SubnetIds=sorted(sc.out.private_subnets)
             )
         _sync_tags(sc, _subnet_group_arn(sc), planned)
+    sc.report("db subnet group", UPDATED, name)
 
 
 def _sync_tags(sc: StepContext, arn: str, planned: Change) -> None:
@@ -253,42 +257,54 @@ def compare_cluster(
         if snapshot:
             note = f"restored from {snapshot['DBClusterSnapshotIdentifier']} (your data)"
         return change("database cluster", name, [], created=True, note=note)
-    diffs = []
+    tags = tag_diffs({**sc.tags, **_kept_tags(cluster)}, tag_dict(cluster.get("TagList")))
+    diffs = _setting_diffs(sc, cluster) + tags
+    fixed = _fixed_diffs(sc, cluster)
+    if fixed:
+        return Change(
+            "database cluster",
+            name,
+            REPLACE,
+            (*fixed, *diffs),
+            blocked=f"{' and '.join(f.attribute for f in fixed)} cannot change on an existing "
+            "cluster, and a new one would be empty: put back the old value (your data is in "
+            "this cluster).",
+        )
+    return change("database cluster", name, diffs)
+
+
+def _setting_diffs(sc: StepContext, cluster: dict[str, Any]) -> list[Diff]:
+    """What modify_db_cluster can change in place."""
+    d = sc.cfg.database
     scaling = cluster.get("ServerlessV2ScalingConfiguration", {})
-    for key, label, want in (
-        ("MinCapacity", "min capacity", float(d.min_capacity)),
-        ("MaxCapacity", "max capacity", float(d.max_capacity)),
-    ):
-        if float(scaling.get(key, -1)) != want:
-            diffs.append(Diff(label, scaling.get(key), want))
-    if bool(cluster.get("DeletionProtection")) != d.deletion_protection:
-        diffs.append(
-            Diff(
-                "deletion protection",
-                bool(cluster.get("DeletionProtection")),
-                d.deletion_protection,
-            )
+    diffs = [
+        Diff(label, scaling.get(key), want)
+        for key, label, want in (
+            ("MinCapacity", "min capacity", float(d.min_capacity)),
+            ("MaxCapacity", "max capacity", float(d.max_capacity)),
         )
-    if cluster.get("BackupRetentionPeriod") != d.backup_retention_days:
-        diffs.append(
-            Diff(
-                "backup retention days",
-                cluster.get("BackupRetentionPeriod"),
-                d.backup_retention_days,
-            )
-        )
-    have_version = str(cluster.get("EngineVersion", ""))
+        if float(scaling.get(key, -1)) != want
+    ]
+    protected = bool(cluster.get("DeletionProtection"))
+    if protected != d.deletion_protection:
+        diffs.append(Diff("deletion protection", protected, d.deletion_protection))
+    days = cluster.get("BackupRetentionPeriod")
+    if days != d.backup_retention_days:
+        diffs.append(Diff("backup retention days", days, d.backup_retention_days))
+    have = str(cluster.get("EngineVersion", ""))
     # AWS upgrades minor versions itself, and never downgrades: only an upgrade is a change.
-    if have_version != d.engine_version and version_key(d.engine_version) > version_key(
-        have_version
-    ):
-        diffs.append(Diff("engine version", have_version, d.engine_version))
+    if have != d.engine_version and version_key(d.engine_version) > version_key(have):
+        diffs.append(Diff("engine version", have, d.engine_version))
     groups = sorted(g["VpcSecurityGroupId"] for g in cluster.get("VpcSecurityGroups", []))
     if "db" in sc.out.security_groups and groups != [sc.out.security_groups["db"]]:
         diffs.append(Diff("security groups", groups, [sc.out.security_groups["db"]]))
-    tags = tag_diffs({**sc.tags, **_kept_tags(cluster)}, tag_dict(cluster.get("TagList")))
-    planned = change("database cluster", name, diffs + tags)
-    fixed = [
+    return diffs
+
+
+def _fixed_diffs(sc: StepContext, cluster: dict[str, Any]) -> list[Diff]:
+    """What no call can change on an existing cluster."""
+    d = sc.cfg.database
+    return [
         Diff(label, cluster.get(key), want)
         for key, label, want in (
             ("DatabaseName", "database.name", d.name),
@@ -296,17 +312,6 @@ def compare_cluster(
         )
         if cluster.get(key) not in (None, want)
     ]
-    if fixed:
-        return Change(
-            "database cluster",
-            name,
-            REPLACE,
-            (*fixed, *planned.diffs),
-            blocked=f"{' and '.join(f.attribute for f in fixed)} cannot change on an existing "
-            "cluster, and a new one would be empty: put back the old value (your data is in "
-            "this cluster).",
-        )
-    return planned
 
 
 _MODIFY = {
@@ -343,6 +348,7 @@ def _update_cluster(sc: StepContext, cluster: dict[str, Any]) -> None:
         if args := _modify_args(sc, planned):
             sc.aws.rds.modify_db_cluster(DBClusterIdentifier=name, ApplyImmediately=True, **args)
         _sync_tags(sc, cluster["DBClusterArn"], planned)
+    sc.report("database cluster", UPDATED, name)
 
 
 def _kept_tags(cluster: dict[str, Any]) -> dict[str, str]:
@@ -385,6 +391,7 @@ def finish(sc: StepContext) -> None:
         sc.report("database writer", UPDATING, f"{sc.names.db_instance}: {planned.summary()}")
         with aws_action(f"tag the database writer {sc.names.db_instance}"):
             _sync_tags(sc, instance["DBInstanceArn"], planned)
+        sc.report("database writer", UPDATED, sc.names.db_instance)
     if instance is not None and instance.get("DBInstanceStatus") == "available":
         if not planned.changed:
             sc.report("database writer", UNCHANGED, sc.names.db_instance)

@@ -17,6 +17,7 @@ from .base import (
     DELETING,
     READY,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -159,8 +160,7 @@ def _ensure_role(sc: StepContext, spec: RoleSpec) -> str:
             iam.tag_role(RoleName=spec.name, Tags=tag_list(to_set))
         if to_remove:
             iam.untag_role(RoleName=spec.name, TagKeys=to_remove)
-    if planned.action == CREATE:
-        sc.report(spec.label, READY, spec.name)
+    sc.report(spec.label, READY if planned.action == CREATE else UPDATED, spec.name)
     return str(role["Arn"])
 
 

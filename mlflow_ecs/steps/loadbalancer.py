@@ -14,10 +14,12 @@ from ..changes import (
     Change,
     Diff,
     change,
+    is_pending,
     pending,
     tag_diffs,
     tags_of,
 )
+from ..config import OWNER_TAG
 from ..errors import UsageError
 from .base import (
     CREATED,
@@ -102,13 +104,23 @@ def compare_target_group(
     ]
     diffs += tag_diffs(sc.tags, tags.get(tg["TargetGroupArn"], {}))
     if tg.get("VpcId") != sc.out.vpc_id:
+        vpc = tg.get("VpcId")
+        blocked = (
+            "the stack moved to another VPC, which needs every network resource anew: "
+            "run `mlflow-ecs down` (your data is kept) and `up` again, or put back the VPC."
+        )
+        if is_pending(sc.out.vpc_id):  # the stack's own VPC is not found by its tag any more
+            blocked = (
+                f"the stack's VPC {vpc} (the target group is in it) has lost its tag "
+                f"{OWNER_TAG}={sc.names.stack}: put it back (aws ec2 create-tags --resources "
+                f"{vpc} --tags Key={OWNER_TAG},Value={sc.names.stack}) and run again."
+            )
         return Change(
             "target group",
             name,
             REPLACE,
-            (Diff("vpc", tg.get("VpcId"), sc.out.vpc_id), *diffs),
-            blocked="the stack moved to another VPC, which needs every network resource anew: "
-            "run `mlflow-ecs down` (your data is kept) and `up` again, or put back the VPC.",
+            (Diff("vpc", vpc, sc.out.vpc_id), *diffs),
+            blocked=blocked,
         )
     # The port is not compared: ECS registers each task with the service's container port,
     # and the health check uses the port of each target, so the group's own is never used.
@@ -135,7 +147,8 @@ def compare_alb(
     if have_subnets != _lb_subnets(sc):
         diffs.append(Diff("subnets", have_subnets, _lb_subnets(sc)))
     tag_changes = tag_diffs(sc.tags, tags.get(alb["LoadBalancerArn"], {}))
-    if alb.get("Scheme") != _scheme(sc):
+    if alb.get("Scheme") != _scheme(sc):  # a new one: every attribute is set on it
+        attr_diffs = [Diff(k, None, v) for k, v in desired_attributes(sc).items()]
         return Change(
             "load balancer",
             name,

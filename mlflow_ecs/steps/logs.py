@@ -6,10 +6,12 @@ from typing import Any
 
 from ..changes import Change, Diff, change, tag_diffs, tags_of
 from .base import (
+    CREATED,
     CREATING,
     DELETED,
     DELETING,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -63,6 +65,7 @@ def ensure(sc: StepContext) -> None:
             sc.report("log group", CREATING, f"{name}, {days} days")
             logs.create_log_group(logGroupName=name, tags=sc.tags)
             logs.put_retention_policy(logGroupName=name, retentionInDays=days)
+            sc.report("log group", CREATED, name)
             return
         if not planned.changed:
             sc.report("log group", UNCHANGED, name)
@@ -76,6 +79,7 @@ def ensure(sc: StepContext) -> None:
             logs.tag_resource(resourceArn=arn, tags=to_set)
         if to_remove:
             logs.untag_resource(resourceArn=arn, tagKeys=to_remove)
+    sc.report("log group", UPDATED, name)
 
 
 def describe(sc: StepContext) -> list[Resource]:

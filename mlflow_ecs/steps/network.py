@@ -14,12 +14,14 @@ from ..changes import REPLACE, Change, Diff, change, pending, tag_diffs
 from ..config import OWNER_TAG
 from ..errors import UsageError
 from .base import (
+    CREATED,
     CREATING,
     DELETED,
     DELETING,
     KEPT,
     READY,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -95,8 +97,31 @@ def compare_vpc(sc: StepContext, vpc: dict[str, Any] | None) -> Change:
     return change("vpc", sc.names.vpc, tags)
 
 
-def _subnets_by_role(found: list[Any]) -> dict[str, Any]:
-    return {tag_dict(s.get("Tags")).get(ROLE_TAG, ""): s for s in found}
+def _subnets_by_role(found: list[Any], vpc_cidr: str) -> dict[str, Any]:
+    """role -> subnet: by its role tag, else (the tag removed by hand) by its address block,
+    so the tag is put back rather than a conflicting subnet made."""
+    by_role = {tag_dict(s.get("Tags")).get(ROLE_TAG, ""): s for s in found}
+    by_role.pop("", None)
+    taken = {s["SubnetId"] for s in by_role.values()}
+    for role, cidr in subnet_cidrs(vpc_cidr).items():
+        match = [s for s in found if s["CidrBlock"] == cidr and s["SubnetId"] not in taken]
+        if role not in by_role and match:
+            by_role[role] = match[0]
+    return by_role
+
+
+def _public_tables(tables: list[Any], public: list[str]) -> list[Any]:
+    """The public route table: by its role tag, else (the tag removed by hand) the VPC's own
+    table (not the main one) that a public subnet is associated with."""
+    tagged = [t for t in tables if tag_dict(t.get("Tags")).get(ROLE_TAG) == "public"]
+    if tagged:
+        return tagged
+    return [
+        t
+        for t in tables
+        if not any(a.get("Main") for a in t.get("Associations", []))
+        and any(a.get("SubnetId") in public for a in t.get("Associations", []))
+    ]
 
 
 def compare_subnet(sc: StepContext, role: str, subnet: dict[str, Any] | None) -> Change:
@@ -135,11 +160,13 @@ def plan(sc: StepContext) -> list[Change]:
         subnets = sc.peek("given_subnets", lambda: read_given_subnets(sc))
         vpc = sc.peek("network", lambda: find_vpc(sc))
         check_given(sc, vpc, subnets)
-        return [Change("vpc", sc.cfg.network.vpc_id, note="yours: referenced, never modified")]
+        note = "yours: referenced, never modified"
+        return [Change("vpc", sc.cfg.network.vpc_id, note=note, referenced=True)]
     vpc = sc.peek("network", lambda: find_vpc(sc))
     changes = [compare_vpc(sc, vpc)]
     vpc_id = sc.out.vpc_id = vpc["VpcId"] if vpc else pending("vpc")
-    by_role = _subnets_by_role(sc.peek("subnets", lambda: read_subnets(sc, vpc_id)) if vpc else [])
+    found = sc.peek("subnets", lambda: read_subnets(sc, vpc_id)) if vpc else []
+    by_role = _subnets_by_role(found, vpc["CidrBlock"] if vpc else sc.cfg.network.cidr)
     ids = {}
     for role in SUBNET_ROLES:
         changes.append(compare_subnet(sc, role, by_role.get(role)))
@@ -147,7 +174,8 @@ def plan(sc: StepContext) -> list[Change]:
     sc.out.public_subnets = [ids["public-a"], ids["public-b"]]
     sc.out.private_subnets = [ids["private-a"], ids["private-b"]]
     gateways = sc.peek("gateways", lambda: read_gateways(sc, vpc_id)) if vpc else []
-    tables = sc.peek("route_tables", lambda: read_public_tables(sc, vpc_id)) if vpc else []
+    tables = sc.peek("route_tables", lambda: read_route_tables(sc, vpc_id)) if vpc else []
+    tables = _public_tables(tables, sc.out.public_subnets)
     igw = gateways[0]["InternetGatewayId"] if gateways else pending("internet gateway")
     changes.append(compare_gateway(sc, gateways))
     changes.append(compare_table(sc, tables, igw, sc.out.public_subnets))
@@ -185,7 +213,7 @@ def ensure(sc: StepContext) -> None:
     subnets = _ensure_subnets(sc, vpc_id, cidr)
     sc.out.public_subnets = [subnets["public-a"], subnets["public-b"]]
     sc.out.private_subnets = [subnets["private-a"], subnets["private-b"]]
-    sc.report("vpc", READY if vpc is None else UNCHANGED, vpc_id)
+    sc.report("vpc", READY if vpc is None or planned.changed else UNCHANGED, vpc_id)
 
 
 def ensure_internet(sc: StepContext) -> None:
@@ -273,27 +301,25 @@ def read_gateways(sc: StepContext, vpc_id: str) -> list[Any]:
         )
 
 
-def read_public_tables(sc: StepContext, vpc_id: str) -> list[Any]:
+def read_route_tables(sc: StepContext, vpc_id: str) -> list[Any]:
     with aws_action("find the public route table"):
         return list(
-            sc.aws.ec2.describe_route_tables(
-                Filters=[
-                    {"Name": "vpc-id", "Values": [vpc_id]},
-                    {"Name": f"tag:{ROLE_TAG}", "Values": ["public"]},
-                ]
-            )["RouteTables"]
+            sc.aws.ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])[
+                "RouteTables"
+            ]
         )
 
 
 def _ensure_subnets(sc: StepContext, vpc_id: str, vpc_cidr: str) -> dict[str, str]:
     ec2 = sc.aws.ec2
-    by_role = _subnets_by_role(sc.take("subnets", lambda: read_subnets(sc, vpc_id)))
+    by_role = _subnets_by_role(sc.take("subnets", lambda: read_subnets(sc, vpc_id)), vpc_cidr)
     for role, subnet in by_role.items():
         planned = compare_subnet(sc, str(role), subnet) if role in SUBNET_ROLES else None
         if planned is not None and planned.changed:
             sc.report(f"subnet {role}", UPDATING, planned.summary())
             with aws_action(f"tag the {role} subnet"):
                 sync_ec2_tags(sc, subnet["SubnetId"], planned)
+            sc.report(f"subnet {role}", UPDATED, subnet["SubnetId"])
     ids = {role: str(s["SubnetId"]) for role, s in by_role.items() if role in SUBNET_ROLES}
     missing = [r for r in SUBNET_ROLES if r not in ids]
     if not missing:
@@ -305,12 +331,14 @@ def _ensure_subnets(sc: StepContext, vpc_id: str, vpc_cidr: str) -> dict[str, st
         zone = zones[0] if role.endswith("-a") else zones[1]
         sc.report(f"subnet {role}", CREATING, cidrs[role])
         with aws_action(f"create the {role} subnet"):
-            return ec2.create_subnet(
+            made = ec2.create_subnet(
                 VpcId=vpc_id,
                 CidrBlock=cidrs[role],
                 AvailabilityZone=zone,
                 TagSpecifications=_tag_spec("subnet", _subnet_tags(sc, role)),
             )["Subnet"]["SubnetId"]
+        sc.report(f"subnet {role}", CREATED, made)
+        return made
 
     made = in_parallel([partial(create, role) for role in missing])
     ids.update(zip(missing, made, strict=True))
@@ -336,6 +364,7 @@ def _ensure_gateway(sc: StepContext, vpc_id: str) -> str:
             sc.report("internet gateway", UPDATING, f"{igw}: {planned.summary()}")
             with aws_action(f"tag the internet gateway {igw}"):
                 sync_ec2_tags(sc, igw, planned)
+            sc.report("internet gateway", UPDATED, igw)
         return igw
     with aws_action("find a detached internet gateway of the stack"):
         loose = _loose_gateways(sc)
@@ -348,12 +377,13 @@ def _ensure_gateway(sc: StepContext, vpc_id: str) -> str:
                 TagSpecifications=_tag_spec("internet-gateway", _gateway_tags(sc))
             )["InternetGateway"]["InternetGatewayId"]
         ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
+    sc.report("internet gateway", CREATED, igw)
     return igw
 
 
 def _ensure_public_routes(sc: StepContext, vpc_id: str, igw: str, public: list[str]) -> None:
     ec2 = sc.aws.ec2
-    tables = sc.take("route_tables", lambda: read_public_tables(sc, vpc_id))
+    tables = _public_tables(sc.take("route_tables", lambda: read_route_tables(sc, vpc_id)), public)
     planned = compare_table(sc, tables, igw, public)
     if not planned.changed:
         return
@@ -375,6 +405,7 @@ def _ensure_public_routes(sc: StepContext, vpc_id: str, igw: str, public: list[s
         for d in planned.diffs:
             if d.attribute == "associated subnet":
                 ec2.associate_route_table(RouteTableId=rt, SubnetId=d.new)
+    sc.report("route table", UPDATED if tables else CREATED, rt)
 
 
 def describe(sc: StepContext) -> list[Resource]:
@@ -397,11 +428,10 @@ def delete_contents(sc: StepContext) -> None:
     if sc.cfg.network.vpc_id or not vpc_id:
         return
     ec2 = sc.aws.ec2
-    only_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
     with aws_action(f"delete the contents of the VPC {vpc_id}"):
         tables, attached, loose, subnets = in_parallel(
             [
-                lambda: ec2.describe_route_tables(Filters=only_vpc)["RouteTables"],  # type: ignore[arg-type]
+                lambda: read_route_tables(sc, vpc_id),
                 lambda: read_gateways(sc, vpc_id),
                 lambda: _loose_gateways(sc),
                 lambda: read_subnets(sc, vpc_id),

@@ -15,11 +15,13 @@ from ..aws import tag_dict, tag_list
 from ..changes import Change, Diff, change, pending, tag_diffs, tags_of
 from ..errors import ConfigError
 from .base import (
+    CREATED,
     CREATING,
     DELETED,
     DELETING,
     KEPT,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -124,6 +126,8 @@ def compare(
     if value is not None and stored != value:
         diffs.append(Diff("value", "stored", "given", sensitive=True))
     note = "the service is redeployed to read it" if any(d.sensitive for d in diffs) else ""
+    if meta.get("DeletedDate"):  # its value cannot be read until it is restored
+        note = "restored" + (", and the given value stored again" if value is not None else "")
     return change(label, name, diffs + tag_diffs(sc.tags, tag_dict(meta.get("Tags"))), note=note)
 
 
@@ -165,6 +169,7 @@ def _ensure_secret(
             made = client.create_secret(Name=name, SecretString=value, Tags=tag_list(sc.tags))
         if name == sc.names.secret_db_password:
             sc.out.db_password = value
+        sc.report(label, CREATED, name)
         return made["ARN"]
     if not c.changed:
         sc.report(label, UNCHANGED, name)
@@ -181,6 +186,7 @@ def _ensure_secret(
             client.tag_resource(SecretId=name, Tags=tag_list(to_set))
         if to_remove:
             client.untag_resource(SecretId=name, TagKeys=to_remove)
+    sc.report(label, UPDATED, name)
     return str(meta["ARN"])
 
 

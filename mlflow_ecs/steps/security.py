@@ -14,6 +14,7 @@ from .base import (
     DELETED,
     DELETING,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -153,6 +154,7 @@ def _sync(sc: StepContext, role: str, group: dict[str, Any]) -> None:
                 IpPermissions=render.ip_permissions(missing),  # type: ignore[arg-type]
             )
         sync_ec2_tags(sc, gid, planned)
+    sc.report(label, UPDATED, gid)
 
 
 def describe(sc: StepContext) -> list[Resource]:

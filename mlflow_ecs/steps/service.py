@@ -191,11 +191,10 @@ def ensure(sc: StepContext, svc: dict[str, Any] | None) -> None:
             update = {
                 arg: _desired(sc)[arg] for label, arg in _UPDATE.items() if planned.has(label)
             }
-            if not planned.changed and is_steady(svc) and rollout_failure(sc, svc) is None:
-                sc.report("service", UNCHANGED, f"{name} ({_state(svc)})")
-                return
             if not planned.changed:
                 sc.report("service", UNCHANGED, f"{name} ({_state(svc)})")
+                if is_steady(svc) and rollout_failure(sc, svc) is None:
+                    return  # else: wait for the deployment under way
             else:
                 sc.report("service", UPDATING, f"{name}: {planned.summary()}")
             if update:

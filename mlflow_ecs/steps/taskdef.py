@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from .. import render
 from ..aws import tag_dict
-from ..changes import CREATE, Change, Diff, change, pending, tag_diffs
+from ..changes import CREATE, Change, Diff, change, is_pending, pending, tag_diffs, tags_of
 from .base import (
     CREATING,
     DELETED,
     DELETING,
+    READY,
     UNCHANGED,
+    UPDATED,
     UPDATING,
     Resource,
     StepContext,
@@ -106,11 +109,16 @@ def differences(have: dict[str, Any], want: dict[str, Any]) -> list[Diff]:
 _BY_NAME = {"environment": "value", "secrets": "valueFrom"}
 
 
+# A plain environment variable named so may hold a secret (someone else's revision): hidden.
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+
+
 def _named_diffs(prefix: str, have: list[Any], want: list[Any], field: str) -> list[Diff]:
     old = {i["name"]: i.get(field) for i in have}
     new = {i["name"]: i.get(field) for i in want}
+    hide = field == "value"
     return [
-        Diff(f"{prefix} {key}", old.get(key), new.get(key))
+        Diff(f"{prefix} {key}", old.get(key), new.get(key), hide and bool(SECRET_NAME.search(key)))
         for key in sorted(old.keys() | new.keys())
         if old.get(key) != new.get(key)
     ]
@@ -132,8 +140,9 @@ def compare(
     """
     want, family = desired(sc), sc.names.task_family
     for td in (current, latest):
-        if td is not None and not differences(td, want) and not _tag_diffs(sc, td):
-            return change("task definition", family, []), str(td["taskDefinitionArn"])
+        if td is not None and not differences(td, want):  # kept; its tags are set in place
+            arn = str(td["taskDefinitionArn"])
+            return change("task definition", family, _tag_diffs(sc, td), note=_short(arn)), arn
     base = current or latest
     arn = pending(f"revision of {family}")
     if base is None:
@@ -141,6 +150,16 @@ def compare(
     note = f"a new revision (from {_short(base['taskDefinitionArn'])})"
     diffs = differences(base, want) + _tag_diffs(sc, base)
     return change("task definition", family, diffs, note=note), arn
+
+
+def _sync_tags(sc: StepContext, arn: str, planned: Change) -> None:
+    to_set, to_remove = tags_of(planned)
+    with aws_action(f"tag the task definition {_short(arn)}"):
+        if to_set:
+            tags = [{"key": k, "value": v} for k, v in sorted(to_set.items())]
+            sc.aws.ecs.tag_resource(resourceArn=arn, tags=tags)  # type: ignore[arg-type]
+        if to_remove:
+            sc.aws.ecs.untag_resource(resourceArn=arn, tagKeys=to_remove)
 
 
 def _tag_diffs(sc: StepContext, td: dict[str, Any]) -> list[Diff]:
@@ -165,9 +184,12 @@ def ensure(sc: StepContext, current_arn: str = "") -> None:
         if current_arn and (not latest or latest["taskDefinitionArn"] != current_arn):
             current = sc.take("taskdef_current", lambda: find(sc, current_arn))
     planned, arn = compare(sc, latest, current)
-    if not planned.changed:
+    if not is_pending(arn):  # a registered revision already holds what we render
         sc.out.task_definition_arn = arn
-        sc.report("task definition", UNCHANGED, _short(arn))
+        if planned.changed:
+            sc.report("task definition", UPDATING, f"{_short(arn)}: {planned.summary()}")
+            _sync_tags(sc, arn, planned)
+        sc.report("task definition", UPDATED if planned.changed else UNCHANGED, _short(arn))
         return
     state = CREATING if planned.action == CREATE else UPDATING
     sc.report("task definition", state, planned.summary() or family)
@@ -175,6 +197,7 @@ def ensure(sc: StepContext, current_arn: str = "") -> None:
     with aws_action(f"register the task definition {family}"):
         made = sc.aws.ecs.register_task_definition(**desired(sc), tags=tags)  # type: ignore[arg-type]
     sc.out.task_definition_arn = made["taskDefinition"]["taskDefinitionArn"]
+    sc.report("task definition", READY, _short(sc.out.task_definition_arn))
 
 
 def _short(arn: str) -> str:
