@@ -269,6 +269,15 @@ def task_policy(bucket: str, path: str) -> dict[str, Any]:
     }
 
 
+def artifact_location(policy: Any) -> str:
+    """'s3://bucket/prefix/*' of a task policy made by task_policy ('' if it is not one)."""
+    statements = policy.get("Statement", []) if isinstance(policy, dict) else []
+    for st in statements:
+        if st.get("Sid") == "ReadWriteArtifacts" and isinstance(st.get("Resource"), str):
+            return "s3://" + str(st["Resource"]).removeprefix("arn:aws:s3:::")
+    return ""
+
+
 # --- S3 --------------------------------------------------------------------------------------
 
 

@@ -843,3 +843,15 @@ def test_up_of_a_fresh_stack_prints_no_plan_and_asks_nothing(
     assert "Go ahead" not in result.output
     assert "--yes" not in result.output
     assert f"Stack '{CLI_STACK}' is up" in result.output
+
+
+def test_a_new_artifact_location_says_the_old_one_is_kept_and_where_access_moves(
+    stack: Config,
+) -> None:
+    n = names_of(stack)
+    moved = make_config(
+        {"stack": {"name": "mlflow", "tags": TAGS}, "artifacts": {"bucket": "new-artifacts-b"}}
+    )
+    role = one(read_only_plan(moved), "task role", n.task_role)
+    assert f"from s3://{n.bucket}/mlflow/* to s3://new-artifacts-b/mlflow/*" in role.note
+    assert "never deleted" in role.note

@@ -620,3 +620,10 @@ def test_cookie_secret_decodes_to_32_random_bytes() -> None:
     assert len(base64.urlsafe_b64decode(first)) == 32
     assert len(base64.urlsafe_b64decode(second)) == 32
     assert first != second
+
+
+def test_artifact_location_reads_back_what_task_policy_grants() -> None:
+    assert render.artifact_location(render.task_policy("b", "runs")) == "s3://b/runs/*"
+    assert render.artifact_location(render.task_policy("b", "")) == "s3://b/*"
+    assert render.artifact_location({"Statement": [{"Sid": "Other"}]}) == ""
+    assert render.artifact_location(None) == ""

@@ -101,12 +101,20 @@ def compare(
     if _document(role.get("AssumeRolePolicyDocument")) != trust:
         diffs.append(Diff("trust policy", _document(role.get("AssumeRolePolicyDocument")), trust))
     have_inline, attached = policies or (None, set())
+    note = ""
     if have_inline != spec.inline:
         diffs.append(Diff(inline.attribute, have_inline, spec.inline))
+        old, new = render.artifact_location(have_inline), render.artifact_location(spec.inline)
+        if old and old != new:
+            note = (
+                f"artifact access moves from {old} to {new}; what is under the old location "
+                "stays there (never deleted), and runs logged before still point to it"
+            )
     diffs += [Diff("managed policy", None, arn) for arn in sorted(set(spec.managed) - attached)]
     # Attached by hand (AdministratorAccess on the task role...): the role gets only ours.
     diffs += [Diff("managed policy", arn, None) for arn in sorted(attached - set(spec.managed))]
-    return change(spec.label, spec.name, diffs + tag_diffs(sc.tags, tag_dict(role.get("Tags"))))
+    tags = tag_diffs(sc.tags, tag_dict(role.get("Tags")))
+    return change(spec.label, spec.name, diffs + tags, note=note)
 
 
 def plan(sc: StepContext) -> list[Change]:
