@@ -134,7 +134,8 @@ def compare_subnet(sc: StepContext, role: str, subnet: dict[str, Any] | None) ->
 
 def compare_gateway(sc: StepContext, gateways: list[Any]) -> Change:
     if not gateways:
-        return change("internet gateway", sc.names.stack, [], created=True)
+        note = "new, or a detached one of the stack's, attached"
+        return change("internet gateway", sc.names.stack, [], created=True, note=note)
     have = tag_dict(gateways[0].get("Tags"))
     return change("internet gateway", sc.names.stack, tag_diffs(_gateway_tags(sc), have))
 
