@@ -855,3 +855,16 @@ def test_a_new_artifact_location_says_the_old_one_is_kept_and_where_access_moves
     role = one(read_only_plan(moved), "task role", n.task_role)
     assert f"from s3://{n.bucket}/mlflow/* to s3://new-artifacts-b/mlflow/*" in role.note
     assert "never deleted" in role.note
+
+
+def test_status_without_leave_to_read_secret_values_still_shows_every_resource(
+    deployed: Path, cli: Cli, api_calls: ApiCalls
+) -> None:
+    """The drift check reads the stored OAuth values to compare them; a role that may not read
+    them still gets its status, with why drift was not checked."""
+    api_calls.fail["secretsmanager.GetSecretValue"] = "AccessDeniedException"
+    doc = json.loads(cli("status", "--json", "-c", str(deployed)).stdout)
+    assert doc["healthy"] is True
+    assert doc["drift"] == []
+    assert "AccessDeniedException" in doc["drift_error"]
+    assert all(r["present"] for r in doc["resources"])
