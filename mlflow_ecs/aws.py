@@ -210,6 +210,11 @@ def tag_list(tags: Mapping[str, str]) -> list[Any]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
+def ecs_tags(tags: Mapping[str, str]) -> list[Any]:
+    """{'k': 'v'} -> [{'key': 'k', 'value': 'v'}] (ECS's shape)."""
+    return [{"key": k, "value": v} for k, v in sorted(tags.items())]
+
+
 def tag_dict(tags: Any, key: str = "Key", value: str = "Value") -> dict[str, str]:
     """The inverse of tag_list (any list of tag mappings, as the APIs return them);
     ECS spells them lowercase: pass key='key', value='value'."""

@@ -7,9 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+from typer.testing import CliRunner, Result
 
 from mlflow_ecs import config, engine
 from mlflow_ecs.aws import AwsContext
+from mlflow_ecs.cli import app
 from mlflow_ecs.steps.base import Poll, StepContext
 
 REGION = "eu-west-1"
@@ -112,3 +116,83 @@ class Events:
 
 def step_context(aws: AwsContext, cfg: config.Config, delete_data: bool = False) -> StepContext:
     return engine.context(cfg, aws, Events(), FAST, delete_data=delete_data)
+
+
+# --- the CLI in-process ------------------------------------------------------------------------
+
+
+def cli_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What every in-process CLI run here has: wide tables, fast polls, the OAuth client."""
+    monkeypatch.setenv("COLUMNS", "250")  # rich tables: one line per resource
+    monkeypatch.setenv("MLFLOW_ECS_POLL_INTERVAL", "0.01")
+    monkeypatch.setenv("MLFLOW_ECS_WAIT_TIMEOUT", "30")
+    monkeypatch.delenv("MLFLOW_ECS_CONFIG", raising=False)
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+class Cli:
+    """Runs `mlflow-ecs ARGS` in-process (no terminal); checks the exit code and that the
+    client secret is not in the output; keeps every output to look for secret values in."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+        self.outputs: list[str] = []
+
+    def __call__(self, *args: str, code: int = 0) -> Result:
+        result = self.runner.invoke(app, list(args))
+        self.outputs.append(result.output)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert result.exit_code == code, f"exit {result.exit_code} != {code}:\n{result.output}"
+        assert CLIENT_SECRET not in result.output
+        return result
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
+    cli_environment(monkeypatch)
+    return Cli()
+
+
+class MutatingCallError(AssertionError):
+    """Raised by the read-only guards on any AWS operation that is not a read."""
+
+
+def is_read(operation: str) -> bool:
+    return operation.startswith(READ_PREFIXES)
+
+
+class ApiCalls:
+    """Every AWS operation any botocore client makes, as 'service.Operation'; with ``strict``,
+    a mutating one fails; ``fail`` answers the named ones with an error code."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.strict = False
+        self.fail: dict[str, str] = {}  # 'service.Operation' -> error code to answer with
+
+    def mutating(self) -> list[str]:
+        return [c for c in self.seen if not is_read(c.split(".", 1)[1])]
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+
+@pytest.fixture
+def api_calls(monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
+    calls = ApiCalls()
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
+
+    def record(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        name = f"{self.meta.service_model.service_name}.{operation}"
+        calls.seen.append(name)
+        if calls.strict and not is_read(operation):
+            raise MutatingCallError(f"a mutating call: {name}")
+        if name in calls.fail:
+            error = {"Error": {"Code": calls.fail[name], "Message": "injected by the test"}}
+            raise ClientError(error, operation)  # type: ignore[arg-type]
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    return calls

@@ -15,16 +15,12 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
-from botocore.client import BaseClient
-from conftest import CLIENT_SECRET, ENV, READ_PREFIXES, REGION
-from typer.testing import CliRunner, Result
+from conftest import CLIENT_SECRET, REGION, ApiCalls, Cli
 
 from mlflow_ecs import __version__, config
-from mlflow_ecs.cli import app
 from mlflow_ecs.config import Names
 
 MOTO_ACCOUNT = "123456789012"
@@ -67,57 +63,6 @@ def expected_resources(names: Names) -> set[tuple[str, str]]:
 def names_of(text: str, region: str = REGION) -> Names:
     cfg = config.parse(tomllib.loads(text), {})
     return cfg.names(MOTO_ACCOUNT, region)
-
-
-class ApiCalls:
-    """Every AWS operation any botocore client makes, as 'service.Operation'."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def mutating(self) -> list[str]:
-        return [c for c in self.seen if not c.split(".", 1)[1].startswith(READ_PREFIXES)]
-
-
-@pytest.fixture
-def api_calls(monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
-    calls = ApiCalls()
-    original = BaseClient._make_api_call
-
-    def record(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
-        calls.seen.append(f"{self.meta.service_model.service_name}.{operation}")
-        return original(self, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", record)
-    return calls
-
-
-class Cli:
-    """Runs `mlflow-ecs ARGS` in-process; keeps every output to look for secret values in."""
-
-    def __init__(self) -> None:
-        self.runner = CliRunner()
-        self.outputs: list[str] = []
-
-    def __call__(self, *args: str, code: int = 0) -> Result:
-        result = self.runner.invoke(app, list(args))
-        self.outputs.append(result.output)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        assert result.exit_code == code, f"exit {result.exit_code} != {code}:\n{result.output}"
-        assert CLIENT_SECRET not in result.output
-        return result
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
-    monkeypatch.setenv("COLUMNS", "250")  # rich tables: one line per resource
-    monkeypatch.setenv("MLFLOW_ECS_POLL_INTERVAL", "0.01")
-    monkeypatch.setenv("MLFLOW_ECS_WAIT_TIMEOUT", "30")
-    monkeypatch.delenv("MLFLOW_ECS_CONFIG", raising=False)
-    for key, value in ENV.items():
-        monkeypatch.setenv(key, value)
-    return Cli()
 
 
 @pytest.fixture

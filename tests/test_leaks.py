@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from conftest import CLIENT_ID, CLIENT_SECRET, ENV, REGION
+from conftest import CLIENT_ID, CLIENT_SECRET, ENV, REGION, cli_environment
 from test_cli import CONFIG, names_of
 from test_e2e import client_env, console_script, moto_server  # noqa: F401 (a fixture)
 from typer.testing import CliRunner, Result
@@ -79,12 +79,7 @@ class Runs:
 def runs(
     moto: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> Iterator[Runs]:
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setenv("MLFLOW_ECS_POLL_INTERVAL", "0.01")
-    monkeypatch.setenv("MLFLOW_ECS_WAIT_TIMEOUT", "30")
-    monkeypatch.delenv("MLFLOW_ECS_CONFIG", raising=False)
-    for key, value in ENV.items():
-        monkeypatch.setenv(key, value)
+    cli_environment(monkeypatch)
     caplog.set_level(logging.DEBUG)  # the root logger: every record of every library
     caplog.set_level(logging.DEBUG, logger="botocore")  # request and response bodies
     redact.forget()  # start from nothing: what is masked was registered by this run

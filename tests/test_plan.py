@@ -31,15 +31,23 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from conftest import CLIENT_SECRET, ENV, READ_PREFIXES, REGION, Calls, make_config, step_context
-from typer.testing import CliRunner, Result
+from conftest import (
+    CLIENT_SECRET,
+    ENV,
+    REGION,
+    ApiCalls,
+    Calls,
+    Cli,
+    MutatingCallError,
+    is_read,
+    make_config,
+    step_context,
+)
 
 from mlflow_ecs import config, engine
 from mlflow_ecs.aws import AwsContext, tag_dict
 from mlflow_ecs.changes import ACTIONS, CREATE, NOOP, REPLACE, SENSITIVE, UPDATE, Change, Plan
-from mlflow_ecs.cli import app
 from mlflow_ecs.config import Config, Names
 
 ACCOUNT = "123456789012"  # moto's
@@ -64,14 +72,6 @@ def client(service: str) -> Any:
 
 
 # --- read-only guards ------------------------------------------------------------------------
-
-
-class MutatingCallError(AssertionError):
-    """Raised by the guards on any AWS operation that is not a read."""
-
-
-def is_read(operation: str) -> bool:
-    return operation.startswith(READ_PREFIXES)
 
 
 class ReadOnly:
@@ -517,66 +517,6 @@ def test_a_fresh_stack_in_your_own_vpc_is_not_an_existing_stack(aws: AwsContext)
 
 
 # --- the CLI ------------------------------------------------------------------------------------
-
-
-class ApiCalls:
-    """Every AWS operation any botocore client makes; optionally fails on a mutating one."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self.strict = False
-        self.fail: dict[str, str] = {}  # 'service.Operation' -> error code to answer with
-
-    def mutating(self) -> list[str]:
-        return [c for c in self.seen if not is_read(c.split(".", 1)[1])]
-
-    def clear(self) -> None:
-        self.seen.clear()
-
-
-@pytest.fixture
-def api_calls(monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
-    calls = ApiCalls()
-    original = BaseClient._make_api_call  # type: ignore[attr-defined]
-
-    def record(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
-        name = f"{self.meta.service_model.service_name}.{operation}"
-        calls.seen.append(name)
-        if calls.strict and not is_read(operation):
-            raise MutatingCallError(f"a mutating call: {name}")
-        if name in calls.fail:
-            error = {"Error": {"Code": calls.fail[name], "Message": "injected by the test"}}
-            raise ClientError(error, operation)  # type: ignore[arg-type]
-        return original(self, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", record)
-    return calls
-
-
-class Cli:
-    """Runs `mlflow-ecs ARGS` in-process (no terminal); checks the exit code and secrets."""
-
-    def __init__(self) -> None:
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, code: int = 0) -> Result:
-        result = self.runner.invoke(app, list(args))
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        assert result.exit_code == code, f"exit {result.exit_code} != {code}:\n{result.output}"
-        assert CLIENT_SECRET not in result.output
-        return result
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setenv("MLFLOW_ECS_POLL_INTERVAL", "0.01")
-    monkeypatch.setenv("MLFLOW_ECS_WAIT_TIMEOUT", "30")
-    monkeypatch.delenv("MLFLOW_ECS_CONFIG", raising=False)
-    for key, value in ENV.items():
-        monkeypatch.setenv(key, value)
-    return Cli()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
-from ..aws import AwsContext, tag_list
+from ..aws import AwsContext, ecs_tags, tag_list
 from ..changes import Change, tags_of
 from ..config import OWNER_TAG, Config, Names
 from ..errors import AwsError, NotOwnedError, WaitTimeout, error_code, wrap_client_error
@@ -162,6 +162,15 @@ def sync_ec2_tags(sc: StepContext, resource_id: str, planned: Change) -> None:
         sc.aws.ec2.create_tags(Resources=[resource_id], Tags=tag_list(to_set))
     if to_remove:
         sc.aws.ec2.delete_tags(Resources=[resource_id], Tags=[{"Key": k} for k in to_remove])
+
+
+def sync_ecs_tags(sc: StepContext, arn: str, planned: Change) -> None:
+    """Set and remove the tags a change names, on an ECS resource (cluster, service, revision)."""
+    to_set, to_remove = tags_of(planned)
+    if to_set:
+        sc.aws.ecs.tag_resource(resourceArn=arn, tags=ecs_tags(to_set))
+    if to_remove:
+        sc.aws.ecs.untag_resource(resourceArn=arn, tagKeys=to_remove)
 
 
 @contextmanager

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..aws import tag_dict
-from ..changes import Change, change, pending, tag_diffs, tags_of
+from ..aws import ecs_tags, tag_dict
+from ..changes import Change, change, pending, tag_diffs
 from .base import (
     CREATED,
     CREATING,
@@ -19,11 +19,8 @@ from .base import (
     aws_action,
     gone_ok,
     require_owned,
+    sync_ecs_tags,
 )
-
-
-def _ecs_tags(tags: dict[str, str]) -> list[Any]:
-    return [{"key": k, "value": v} for k, v in sorted(tags.items())]
 
 
 def find(sc: StepContext) -> dict[str, Any] | None:
@@ -64,7 +61,7 @@ def ensure(sc: StepContext) -> None:
         # Only when missing: a second create_cluster may reset an existing one.
         sc.report("ecs cluster", CREATING, name)
         with aws_action(f"create the ECS cluster {name}"):
-            arn = ecs.create_cluster(clusterName=name, tags=_ecs_tags(sc.tags))["cluster"][
+            arn = ecs.create_cluster(clusterName=name, tags=ecs_tags(sc.tags))["cluster"][
                 "clusterArn"
             ]
         sc.out.cluster_arn = arn
@@ -75,12 +72,8 @@ def ensure(sc: StepContext) -> None:
         sc.report("ecs cluster", UNCHANGED, name)
         return
     sc.report("ecs cluster", UPDATING, f"{name}: {planned.summary()}")
-    to_set, to_remove = tags_of(planned)
     with aws_action(f"tag the ECS cluster {name}"):
-        if to_set:
-            ecs.tag_resource(resourceArn=sc.out.cluster_arn, tags=_ecs_tags(to_set))
-        if to_remove:
-            ecs.untag_resource(resourceArn=sc.out.cluster_arn, tagKeys=to_remove)
+        sync_ecs_tags(sc, sc.out.cluster_arn, planned)
     sc.report("ecs cluster", UPDATED, name)
 
 

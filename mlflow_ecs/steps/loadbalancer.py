@@ -305,13 +305,14 @@ def _ensure_alb(
 
 
 def _replace(sc: StepContext, alb: dict[str, Any]) -> None:
-    """Delete the load balancer (its listeners go with it) and wait until it is gone."""
     sc.report("load balancer", DELETING, f"{sc.names.alb}: replaced (scheme)")
-    with aws_action(f"delete the load balancer {sc.names.alb} to replace it"):
-        gone_ok(
-            LB_MISSING,
-            lambda: sc.aws.elbv2.delete_load_balancer(LoadBalancerArn=alb["LoadBalancerArn"]),
-        )
+    _delete_alb(sc, alb["LoadBalancerArn"])
+
+
+def _delete_alb(sc: StepContext, arn: str) -> None:
+    """Delete the load balancer (its listeners go with it) and wait until it is gone."""
+    with aws_action(f"delete the load balancer {sc.names.alb}"):
+        gone_ok(LB_MISSING, lambda: sc.aws.elbv2.delete_load_balancer(LoadBalancerArn=arn))
     wait_until(
         sc,
         "load balancer",
@@ -478,18 +479,7 @@ def delete(sc: StepContext) -> None:
         sc.report("load balancer", DELETED, "already gone")
     else:
         sc.report("load balancer", DELETING, sc.names.alb)
-        with aws_action(f"delete the load balancer {sc.names.alb}"):
-            gone_ok(
-                LB_MISSING,
-                lambda: elbv2.delete_load_balancer(LoadBalancerArn=alb["LoadBalancerArn"]),
-            )
-        wait_until(
-            sc,
-            "load balancer",
-            lambda: _find_alb(sc) or {"State": {"Code": "deleted"}},
-            done=lambda a: a["State"]["Code"] == "deleted",
-            describe=lambda a: str(a["State"]["Code"]),
-        )
+        _delete_alb(sc, alb["LoadBalancerArn"])
         sc.report("load balancer", DELETED, sc.names.alb)
     if tg is None:
         sc.report("target group", DELETED, "already gone")

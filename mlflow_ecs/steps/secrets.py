@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import secrets as pysecrets
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..aws import tag_dict, tag_list
@@ -72,10 +73,8 @@ def preflight(sc: StepContext, prompt: Prompt | None = None) -> dict[str, str]:
     """
     found = sc.take("secrets", lambda: find(sc))
     sc.found["secrets"] = found  # ensure() comes next and reuses this read
-    given = {
-        sc.names.secret_client_id: sc.cfg.secrets.client_id,
-        sc.names.secret_client_secret: sc.cfg.secrets.client_secret,
-    }  # the same as given_values, empty ones kept (to ask for them)
+    given = {sc.names.secret_client_id: "", sc.names.secret_client_secret: ""}
+    given |= given_values(sc)  # the missing ones kept, empty, to ask for them
     labels = {
         sc.names.secret_client_id: (
             "oauth2_proxy -> client_id",
@@ -131,30 +130,36 @@ def compare(
     return change(label, name, diffs + tag_diffs(sc.tags, tag_dict(meta.get("Tags"))), note=note)
 
 
-def plan(sc: StepContext, values: dict[str, str] | None = None) -> list[Change]:
-    found = sc.peek("secrets", lambda: find(sc))
-    values = given_values(sc) if values is None else values
-    changes = []
+Get = Callable[[str, Callable[[], Any]], Any]  # StepContext.peek (plan) or .take (up)
+
+
+def _compared(
+    sc: StepContext, values: dict[str, str], get: Get
+) -> list[tuple[str, dict[str, Any] | None, Change]]:
+    """(name, metadata, change) of each secret; a stored value is read only to compare it
+    with a given one."""
+    found = get("secrets", lambda: find(sc))
+    rows = []
     for name in secret_names(sc):
         meta = found.get(name)
         stored = None
         if meta is not None and name in values:
-            stored = sc.peek(f"value:{name}", lambda n=name: read_value(sc, n))  # type: ignore[misc]
-        c = compare(sc, name, meta, values.get(name), stored)
-        changes.append(c)
+            stored = get(f"value:{name}", partial(read_value, sc, name))
+        rows.append((name, meta, compare(sc, name, meta, values.get(name), stored)))
+    return rows
+
+
+def plan(sc: StepContext, values: dict[str, str] | None = None) -> list[Change]:
+    values = given_values(sc) if values is None else values
+    rows = _compared(sc, values, sc.peek)
+    for name, meta, c in rows:
         sc.out.secret_arns[name] = meta["ARN"] if meta else pending(f"secret {name}")
         sc.out.secrets_changed |= c.has("value") and meta is not None
-    return changes
+    return [c for _, _, c in rows]
 
 
 def ensure(sc: StepContext, values: dict[str, str]) -> None:
-    found = sc.take("secrets", lambda: find(sc))
-    for name in secret_names(sc):
-        meta = found.get(name)
-        stored = None
-        if meta is not None and name in values:
-            stored = sc.take(f"value:{name}", lambda n=name: read_value(sc, n))  # type: ignore[misc]
-        planned = compare(sc, name, meta, values.get(name), stored)
+    for name, meta, planned in _compared(sc, values, sc.take):
         sc.out.secret_arns[name] = _ensure_secret(sc, name, meta, values, planned)
 
 

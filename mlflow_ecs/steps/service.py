@@ -8,8 +8,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .. import render
-from ..aws import tag_dict
-from ..changes import Change, Diff, change, tag_diffs, tags_of
+from ..aws import ecs_tags, tag_dict
+from ..changes import Change, Diff, change, tag_diffs
 from .base import (
     CREATING,
     DELETED,
@@ -22,6 +22,7 @@ from .base import (
     aws_action,
     require_owned,
     retry_on,
+    sync_ecs_tags,
     wait_until,
 )
 
@@ -165,11 +166,10 @@ def ensure(sc: StepContext, svc: dict[str, Any] | None) -> None:
         # name is free again only once it is INACTIVE. Wait for that, then create it anew.
         _wait_inactive(sc)
         svc = None
-    planned = compare(sc, svc)
+    planned, want = compare(sc, svc), _desired(sc)
     with aws_action(f"set up the ECS service {name}"):
         if svc is None:
             sc.report("service", CREATING, f"{name}, {sc.cfg.service.desired_count} task(s)")
-            want = _desired(sc)
             args = {
                 "cluster": sc.names.ecs_cluster,
                 "serviceName": name,
@@ -183,14 +183,12 @@ def ensure(sc: StepContext, svc: dict[str, Any] | None) -> None:
                 "deploymentConfiguration": want["deploymentConfiguration"],
                 "propagateTags": "SERVICE",
                 "enableECSManagedTags": True,
-                "tags": [{"key": k, "value": v} for k, v in sorted(sc.tags.items())],
+                "tags": ecs_tags(sc.tags),
             }
             # A role made seconds ago may not be usable by ECS yet (IAM is eventually consistent).
             retry_on(sc, IAM_NOT_READY, lambda: ecs.create_service(**args), match="role")
         else:
-            update = {
-                arg: _desired(sc)[arg] for label, arg in _UPDATE.items() if planned.has(label)
-            }
+            update = {arg: want[arg] for label, arg in _UPDATE.items() if planned.has(label)}
             if not planned.changed:
                 sc.report("service", UNCHANGED, f"{name} ({_state(svc)})")
                 if is_steady(svc) and rollout_failure(sc, svc) is None:
@@ -199,17 +197,8 @@ def ensure(sc: StepContext, svc: dict[str, Any] | None) -> None:
                 sc.report("service", UPDATING, f"{name}: {planned.summary()}")
             if update:
                 ecs.update_service(cluster=sc.names.ecs_cluster, service=name, **update)
-            _sync_tags(sc, svc["serviceArn"], planned)
+            sync_ecs_tags(sc, svc["serviceArn"], planned)
     wait(sc)
-
-
-def _sync_tags(sc: StepContext, arn: str, planned: Change) -> None:
-    to_set, to_remove = tags_of(planned)
-    if to_set:
-        tags = [{"key": k, "value": v} for k, v in sorted(to_set.items())]
-        sc.aws.ecs.tag_resource(resourceArn=arn, tags=tags)  # type: ignore[arg-type]
-    if to_remove:
-        sc.aws.ecs.untag_resource(resourceArn=arn, tagKeys=to_remove)
 
 
 def _primary(svc: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .. import render
-from ..aws import tag_dict
-from ..changes import CREATE, Change, Diff, change, is_pending, pending, tag_diffs, tags_of
+from ..aws import ecs_tags, tag_dict
+from ..changes import CREATE, Change, Diff, change, is_pending, pending, tag_diffs
 from .base import (
     CREATING,
     DELETED,
@@ -21,6 +21,7 @@ from .base import (
     Resource,
     StepContext,
     aws_action,
+    sync_ecs_tags,
 )
 
 
@@ -152,16 +153,6 @@ def compare(
     return change("task definition", family, diffs, note=note), arn
 
 
-def _sync_tags(sc: StepContext, arn: str, planned: Change) -> None:
-    to_set, to_remove = tags_of(planned)
-    with aws_action(f"tag the task definition {_short(arn)}"):
-        if to_set:
-            tags = [{"key": k, "value": v} for k, v in sorted(to_set.items())]
-            sc.aws.ecs.tag_resource(resourceArn=arn, tags=tags)  # type: ignore[arg-type]
-        if to_remove:
-            sc.aws.ecs.untag_resource(resourceArn=arn, tagKeys=to_remove)
-
-
 def _tag_diffs(sc: StepContext, td: dict[str, Any]) -> list[Diff]:
     return tag_diffs(sc.tags, tag_dict(td.get("tags"), "key", "value"))
 
@@ -188,14 +179,14 @@ def ensure(sc: StepContext, current_arn: str = "") -> None:
         sc.out.task_definition_arn = arn
         if planned.changed:
             sc.report("task definition", UPDATING, f"{_short(arn)}: {planned.summary()}")
-            _sync_tags(sc, arn, planned)
+            with aws_action(f"tag the task definition {_short(arn)}"):
+                sync_ecs_tags(sc, arn, planned)
         sc.report("task definition", UPDATED if planned.changed else UNCHANGED, _short(arn))
         return
     state = CREATING if planned.action == CREATE else UPDATING
     sc.report("task definition", state, planned.summary() or family)
-    tags = [{"key": k, "value": v} for k, v in sorted(sc.tags.items())]
     with aws_action(f"register the task definition {family}"):
-        made = sc.aws.ecs.register_task_definition(**desired(sc), tags=tags)  # type: ignore[arg-type]
+        made = sc.aws.ecs.register_task_definition(**desired(sc), tags=ecs_tags(sc.tags))
     sc.out.task_definition_arn = made["taskDefinition"]["taskDefinitionArn"]
     sc.report("task definition", READY, _short(sc.out.task_definition_arn))
 
